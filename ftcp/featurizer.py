@@ -36,8 +36,6 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from pymatgen.core.periodic_table import DummySpecies
-
 from . import layout as L
 from .elements import ELEMENT_SYMBOLS, MAX_PROPERTY_Z, cgcnn_properties
 
@@ -112,7 +110,8 @@ def crystal_from_structure(structure) -> Crystal:
     if n > L.MAX_SITES:
         raise _reject("too_many_sites", f"{n} sites")
     elements = [next(iter(sp)) for sp in species]
-    z = np.array([0 if isinstance(e, DummySpecies) else e.Z for e in elements], dtype=np.int64)
+    # DummySpecies (e.g. "X") report a hash as Z: map them to 0 -> unsupported_element
+    z = np.array([0 if type(e).__name__ == "DummySpecies" else e.Z for e in elements], dtype=np.int64)
     _, first = np.unique(z, return_index=True)
     slot_z = z[np.sort(first)]
     if len(slot_z) > L.MAX_ELEMENTS:
@@ -243,9 +242,13 @@ def reciprocal_points(matrices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 # ---------------------------------------------------------------------------------------------
 # featurization
-def featurize_crystals(crystals: Sequence[Crystal], phase: str = "linear",
-                       dtype=np.float32, out: np.ndarray | None = None) -> np.ndarray:
-    """FTCP (B, 400, 63) for already-extracted ``Crystal`` records (the vectorised core)."""
+def featurize_crystals(crystals: Sequence[Crystal], phase: str = "linear", dtype=np.float32,
+                       out: np.ndarray | None = None, properties: np.ndarray | None = None) -> np.ndarray:
+    """FTCP (B, 400, 63) for already-extracted ``Crystal`` records (the vectorised core).
+
+    Needs only numpy: ``properties`` (the (101, 92) CGCNN table, default
+    ``elements.cgcnn_properties()``) lets it run where matminer is not installed.
+    """
     if phase not in PHASES:
         raise ValueError(f"phase must be one of {PHASES}, got {phase!r}")
     b = len(crystals)
@@ -257,7 +260,7 @@ def featurize_crystals(crystals: Sequence[Crystal], phase: str = "linear",
         out[...] = 0
     if b == 0:
         return out
-    props = cgcnn_properties()
+    props = cgcnn_properties() if properties is None else np.asarray(properties, dtype=np.float64)
 
     n_sites = np.array([c.n_sites for c in crystals])
     site_batch = np.repeat(np.arange(b), n_sites)                 # (T,) flat over all sites
