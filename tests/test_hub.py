@@ -116,6 +116,28 @@ def _closed_port() -> int:
         return s.getsockname()[1]
 
 
+def test_fake_hub_answers_the_library_read_api(dataset_hub, upstream_files, tmp_path):
+    """The fake speaks what huggingface_hub expects: paginated tree, paths-info with LFS metadata, HEAD/GET."""
+    from huggingface_hub import HfApi, hf_hub_download
+
+    api = HfApi(endpoint=dataset_hub.url)
+    files = {f.path: f for f in api.list_repo_tree(DATASET, repo_type="dataset", recursive=True, expand=True)
+             if hasattr(f, "lfs")}
+    assert set(files) == set(upstream_files) | {".gitattributes"}
+    assert len(dataset_hub.requests_for("/tree/", "GET")) > 1  # 70+ entries: the Link header was followed
+    blobs = dataset_hub.files(DATASET, "dataset")
+    assert files[FTCP_10_TRAIN].lfs.sha256 == blobs[FTCP_10_TRAIN].sha256
+    assert files[FTCP_10_TRAIN].last_commit.oid == dataset_hub.head(DATASET, "dataset")
+    info = api.get_paths_info(DATASET, [FTCP_10_TRAIN, "README.md", "Group_Splitting"], repo_type="dataset")
+    by_path = {i.path: i for i in info}
+    assert by_path[FTCP_10_TRAIN].lfs.size == len(upstream_files[FTCP_10_TRAIN])
+    assert by_path["README.md"].lfs is None and by_path["README.md"].blob_id == blobs["README.md"].oid
+    assert type(by_path["Group_Splitting"]).__name__ == "RepoFolder"
+    path = hf_hub_download(DATASET, FTCP_10_TRAIN, repo_type="dataset", endpoint=dataset_hub.url,
+                           cache_dir=tmp_path / "cache")
+    assert Path(path).read_bytes() == upstream_files[FTCP_10_TRAIN]
+
+
 # --------------------------------------------------------------------------- dataset download
 def test_full_download_lands_in_upstream_layout(dataset_hub, upstream_files, tmp_path):
     root = tmp_path / "Data"
