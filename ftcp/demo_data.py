@@ -321,21 +321,36 @@ def _radius(symbol: str, oxi: int) -> float:
 
 @lru_cache(maxsize=None)
 def _space_group(symbol: str):
-    # pymatgen builds a SpaceGroup (~0.5 s) on every Structure.from_spacegroup call; build each once.
+    """(SpaceGroup, rotations (M,3,3), translations (M,3)); pymatgen needs ~0.5 s per SpaceGroup."""
     from pymatgen.symmetry.groups import SpaceGroup
-    return SpaceGroup(symbol)
+
+    group = SpaceGroup(symbol)
+    rotations = np.array([op.rotation_matrix for op in group.symmetry_ops])
+    translations = np.array([op.translation_vector for op in group.symmetry_ops])
+    return group, rotations, translations
+
+
+def _orbit(symbol: str, point, tol: float = 1e-5) -> np.ndarray:
+    """Distinct images of a fractional point under the space group, in first-seen order
+    (what ``SpaceGroup.get_orbit`` returns, vectorised over the operations)."""
+    _, rotations, translations = _space_group(symbol)
+    images = np.mod(np.round(rotations @ np.asarray(point, dtype=np.float64) + translations, 10), 1.0)
+    diff = images[:, None, :] - images[None, :, :]
+    diff -= np.round(diff)
+    same = (np.abs(diff) < tol).all(-1)
+    seen_before = np.tril(same, -1).any(1)
+    return images[~seen_before]
 
 
 def _from_spacegroup(symbol: str, lattice, species: list, coords: list):
-    """``Structure.from_spacegroup`` with a cached space group (same orbits, same site order)."""
+    """``Structure.from_spacegroup`` with cached, vectorised orbits (same sites, same order)."""
     from pymatgen.core import Structure
 
-    group = _space_group(symbol)
-    if not group.is_compatible(lattice):
+    if not _space_group(symbol)[0].is_compatible(lattice):
         raise ValueError(f"lattice {lattice.parameters} does not fit space group {symbol}")
     all_species, all_coords = [], []
     for sp, point in zip(species, coords):
-        orbit = group.get_orbit(np.asarray(point, dtype=np.float64))
+        orbit = _orbit(symbol, point)
         all_species.extend([sp] * len(orbit))
         all_coords.extend(orbit)
     return Structure(lattice, all_species, all_coords)
