@@ -15,6 +15,7 @@ import sys
 from .io_utils import DATA_ENV, add_data_argument
 
 COMMAND_MODULES = [
+    "ftcp.store",    # build, info
     "ftcp.splits",   # split
 ]
 

@@ -295,7 +295,8 @@ def _read_labels_csv(path: Path) -> pd.DataFrame:
     df = df.set_index("material_id")
     for col in df.columns:
         if col != "formula":
-            df[col] = pd.to_numeric(df[col].replace("", np.nan), errors="raise").astype(np.float64)
+            # astype(float) parses with correct rounding (pd.to_numeric may be off by an ulp)
+            df[col] = df[col].replace("", "nan").astype(np.float64)
     df.attrs["what"] = str(path)
     return df
 
