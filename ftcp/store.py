@@ -193,8 +193,8 @@ def _read_labels_table(path: Path, label_map, id_column: str = "material_id"):
     if len(dup):
         raise ValueError(f"{path}: duplicated material IDs in the labels CSV, e.g. {list(dup.unique()[:5])}")
     targets = resolve_label_columns([c for c in df.columns if c != id_column], label_map)
-    table = {i: {name: row[col] for name, col in targets.items()}
-             for i, (_, row) in zip(ids, df.iterrows()) if i}
+    columns = {name: df[col].tolist() for name, col in targets.items()}
+    table = {i: {name: vals[j] for name, vals in columns.items()} for j, i in enumerate(ids) if i}
     ignored = [c for c in df.columns if c not in targets.values() and c not in (id_column, "formula")]
     return targets, table, ignored, {"path": str(path.resolve()), "sha256": sha256_file(path)}
 
@@ -359,8 +359,19 @@ def parse_payload(task: tuple[str, object]):
     return "ok", crystal, formula
 
 
-def _worker_init():
+def _worker_init(parent_pid: int | None = None):
     warnings.simplefilter("ignore")
+    # die with the parent: a killed build must not leave orphaned parser processes behind
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+            import signal
+
+            ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)   # PR_SET_PDEATHSIG
+        except (OSError, AttributeError):
+            pass
+    if parent_pid is not None and os.getppid() != parent_pid:
+        os._exit(1)   # the parent died before prctl took effect
     # keep BLAS single-threaded in workers: the processes are the parallelism
     os.environ.setdefault("OMP_NUM_THREADS", "1")
 
@@ -556,11 +567,15 @@ def _process_chunks(inp: _Input, journal: dict, work: Path, phase: str, workers:
     pool = None
     if workers > 1:
         import multiprocessing as mp
+        from concurrent.futures import ProcessPoolExecutor
 
         import pymatgen.core  # noqa: F401  (imported once here, inherited by the forked workers)
 
         ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else mp.get_context()
-        pool = ctx.Pool(workers, initializer=_worker_init)
+        # an executor (not multiprocessing.Pool): a worker that dies raises BrokenProcessPool
+        # instead of hanging; the journal stays at the last committed chunk, so a rerun resumes
+        pool = ProcessPoolExecutor(workers, mp_context=ctx, initializer=_worker_init,
+                                   initargs=(os.getpid(),))
 
     def prepare(records: list[Record]):
         rejects, todo, chunk_blank = [], [], Counter()
@@ -572,7 +587,7 @@ def _process_chunks(inp: _Input, journal: dict, work: Path, phase: str, workers:
                 todo.append((rec, values))
         tasks = [(rec.kind, rec.payload) for rec, _ in todo]
         if pool is not None and tasks:
-            handle = pool.map_async(parse_payload, tasks, chunksize=max(1, len(tasks) // (4 * workers)))
+            handle = pool.map(parse_payload, tasks, chunksize=max(1, len(tasks) // (4 * workers)))
         else:
             handle = None
         return records, rejects, todo, tasks, handle, chunk_blank
@@ -594,7 +609,7 @@ def _process_chunks(inp: _Input, journal: dict, work: Path, phase: str, workers:
             if nxt is not None:
                 pending.append(prepare(nxt))
             if handle is not None:
-                results = handle.get()
+                results = list(handle)
             else:
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")
@@ -627,8 +642,7 @@ def _process_chunks(inp: _Input, journal: dict, work: Path, phase: str, workers:
         bar.close()
         writer.close()
         if pool is not None:
-            pool.terminate()
-            pool.join()
+            pool.shutdown(wait=True, cancel_futures=True)
     if journal["rows_in"] != inp.n_rows:
         raise RuntimeError(f"internal error: processed {journal['rows_in']} of {inp.n_rows} input rows")
 
@@ -721,8 +735,8 @@ def _finalize(inp: _Input, journal: dict, work: Path, root: Path, required, work
     if inp.n_rows != n + manifest["counts"]["rejected"]:
         raise RuntimeError("internal error: input rows != accepted + rejected")
     atomic_write_json(work / MANIFEST, manifest)
-    for f in ("accepted.csv.part", "rejects.csv.part"):
-        (work / f).unlink()
+    # the .part files stay until .build/ is removed: a crash before this journal write
+    # resumes as "running" and needs them
     journal["status"] = "finalizing"
     atomic_write_json(work / "journal.json", journal)
     if hook:
