@@ -39,6 +39,12 @@ sys.path.insert(0, str(REPO))
 DEFAULT_CSV = Path(os.environ.get("CRYS_SHARED", REPO.parent / "shared")) / "data" / "mp_36k" / "mp_36k.csv.gz"
 
 
+def cpu_split() -> tuple[float, float]:
+    """(CPU seconds of this process, CPU seconds of its reaped children)."""
+    s, c = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return s.ru_utime + s.ru_stime, c.ru_utime + c.ru_stime
+
+
 def cpu_now() -> float:
     """CPU seconds of this process plus its reaped children."""
     s, c = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -66,7 +72,8 @@ def bench_parse(cifs: list[str]) -> dict:
         for c in run_small:
             Structure.from_str(c, fmt="cif")
     _, wall, cpu = timed(run)
-    return {"n": len(cifs), "wall_s": wall, "cpu_s": cpu, "per_structure_ms_cpu": 1e3 * cpu / len(cifs),
+    return {"n": len(cifs), "wall_s": wall, "cpu_s": cpu, "cores_used": cpu / wall,
+            "per_structure_ms_cpu": 1e3 * cpu / len(cifs),
             "structures_per_s": len(cifs) / wall, "structures_per_cpu_s": len(cifs) / cpu}
 
 
@@ -75,11 +82,17 @@ def bench_build(csv_path: Path, workers: int, tmp: Path) -> dict:
 
     root = tmp / f"store_w{workers}"
     shutil.rmtree(root, ignore_errors=True)
+    (p0, k0) = cpu_split()
     m, wall, cpu = timed(lambda: build_store(csv_path, root, workers=workers, progress=False))
+    (p1, k1) = cpu_split()
     n = m["counts"]["input"]
     shutil.rmtree(root, ignore_errors=True)
+    parent, children = p1 - p0, k1 - k0
     return {"workers": workers, "n_input": n, "n_accepted": m["counts"]["accepted"], "wall_s": wall,
-            "cpu_s": cpu, "per_structure_ms_cpu": 1e3 * cpu / n, "structures_per_s": n / wall,
+            "parent_cpu_s": parent, "workers_cpu_s": children,
+            # the parent's serial share (read CSV, featurize, write) bounds the parallel speedup
+            "speedup_bound_from_serial_share": (parent + children) / parent if children else 1.0,
+            "cpu_s": cpu, "cores_used": cpu / wall, "per_structure_ms_cpu": 1e3 * cpu / n, "structures_per_s": n / wall,
             "structures_per_cpu_s": n / cpu}
 
 
@@ -128,8 +141,8 @@ def bench_full(csv_path: Path, workers: int, tmp: Path, keep: Path | None) -> di
     max_single_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     res = {"workers": workers, "n_input": manifest["counts"]["input"], "n_accepted": manifest["counts"]["accepted"],
            "rejected_by_reason": manifest["counts"]["rejected_by_reason"], "wall_s": wall, "cpu_s": cpu,
-           "structures_per_s": manifest["counts"]["input"] / wall,
-           "peak_rss_tree_mb": peak[0] / 1024, "peak_rss_largest_process_mb": max_single_kb / 1024,
+           "cores_used": cpu / wall, "structures_per_s": manifest["counts"]["input"] / wall,
+           "peak_rss_tree_mb": peak[0] / 1024, "peak_rss_largest_process_mb": max_single_kb / 1024,   # any child of this benchmark
            "ftcp_npy_bytes": manifest["files"]["ftcp.npy"]["bytes"], "store": str(root)}
     if keep is None:
         shutil.rmtree(root, ignore_errors=True)
@@ -218,17 +231,21 @@ def main(argv=None) -> int:
 
     print(f"sample: first {len(df)} rows of {args.csv.name}; load average {load0[0]:.1f} -> {load1[0]:.1f} "
           f"on {os.cpu_count()} CPUs")
-    print(f"{'measurement':<28} {'wall s':>8} {'cpu s':>8} {'struct/s':>9} {'struct/cpu-s':>13} {'ms cpu/struct':>14}")
+    print(f"{'measurement':<28} {'wall s':>8} {'cpu s':>8} {'cores used':>10} {'struct/s':>9} "
+          f"{'struct/cpu-s':>13} {'ms cpu/struct':>14}")
     for name, r in (("pymatgen parse only", parse), ("build, --workers 1", w1), ("build, --workers 2", w2)):
-        print(f"{name:<28} {r['wall_s']:>8.1f} {r['cpu_s']:>8.1f} {r['structures_per_s']:>9.0f} "
-              f"{r['structures_per_cpu_s']:>13.0f} {r['per_structure_ms_cpu']:>14.2f}")
+        print(f"{name:<28} {r['wall_s']:>8.1f} {r['cpu_s']:>8.1f} {r['cores_used']:>10.2f} "
+              f"{r['structures_per_s']:>9.0f} {r['structures_per_cpu_s']:>13.0f} {r['per_structure_ms_cpu']:>14.2f}")
+    print("(cores used = CPU s / wall s: well below the worker count means other load on the machine)")
     rt = result["ratios"]
     print(f"end-to-end / parse alone: {rt['end_to_end_over_parse_cpu']:.2f}x CPU, "
           f"{rt['end_to_end_over_parse_wall']:.2f}x wall (goal <= 1.5x)")
-    print(f"workers 2 vs 1: wall speedup {rt['speedup_wall_2_over_1']:.2f}x, CPU ratio {rt['cpu_overhead_2_over_1']:.2f}")
+    print(f"workers 2 vs 1: wall speedup {rt['speedup_wall_2_over_1']:.2f}x, CPU ratio {rt['cpu_overhead_2_over_1']:.2f}; "
+          f"with workers 2 the parent does {w2['parent_cpu_s']:.1f} of {w2['cpu_s']:.1f} CPU s, so parsing in "
+          f"more processes can speed the build up by at most {w2['speedup_bound_from_serial_share']:.1f}x")
     if full:
         print(f"full build ({full['n_input']} rows -> {full['n_accepted']} crystals, workers {full['workers']}): "
-              f"{full['wall_s']:.0f} s wall, {full['cpu_s']:.0f} s CPU, peak RSS {full['peak_rss_tree_mb']:.0f} MB "
+              f"{full['wall_s']:.0f} s wall, {full['cpu_s']:.0f} s CPU ({full['cores_used']:.2f} cores used), peak RSS {full['peak_rss_tree_mb']:.0f} MB "
               f"(process tree), {full['peak_rss_largest_process_mb']:.0f} MB (largest process); goal < 2048 MB")
     if comparison:
         print(f"full build vs {comparison['store_b']}: {comparison}")

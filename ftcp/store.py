@@ -838,8 +838,7 @@ def register_cli(subparsers) -> None:
                     "and label columns; a folder of *.cif files (ID = file stem; labels via "
                     "--labels-csv); or a JSON list of {material_id, structure, labels...} / dict "
                     "id -> structure. An interrupted build resumes when rerun with the same "
-                    "input and options.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                    "input and options.")
     p.add_argument("source", help="input CSV, folder of CIF files, or JSON file")
     add_data_argument(p)
     p.add_argument("--format", dest="kind", choices=["csv", "cif_dir", "json"], default=None,
@@ -849,13 +848,13 @@ def register_cli(subparsers) -> None:
                    help="store input column COLUMN as label NAME (repeatable); formation_energy_per_atom -> "
                         "formation_energy and band_gap are recognised without it")
     p.add_argument("--require-labels", default="all",
-                   help="labels whose absence rejects a row: 'all' targets, 'none', or a comma list")
-    p.add_argument("--phase", choices=PHASES, default="linear", help="structure-factor phase (see ftcp.featurizer)")
+                   help="labels whose absence rejects a row: 'all' targets (default), 'none', or a comma list")
+    p.add_argument("--phase", choices=PHASES, default="linear", help="structure-factor phase (see ftcp.featurizer; default linear, as upstream)")
     p.add_argument("--workers", type=int, default=None,
                    help="CIF-parsing processes (1 = in this process; default: CPUs available)")
-    p.add_argument("--chunk-size", type=int, default=DEFAULT_CHUNK_SIZE, help="input rows per committed chunk")
-    p.add_argument("--id-column", default="material_id", help="CSV column with material IDs")
-    p.add_argument("--cif-column", default="cif", help="CSV column with CIF text")
+    p.add_argument("--chunk-size", type=int, default=DEFAULT_CHUNK_SIZE, help=f"input rows per committed chunk (default {DEFAULT_CHUNK_SIZE})")
+    p.add_argument("--id-column", default="material_id", help="CSV column with material IDs (default material_id)")
+    p.add_argument("--cif-column", default="cif", help="CSV column with CIF text (default cif)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing store under the data root")
     p.add_argument("--restart", action="store_true", help="discard an interrupted build instead of resuming it")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
