@@ -372,8 +372,6 @@ def _worker_init(parent_pid: int | None = None):
             pass
     if parent_pid is not None and os.getppid() != parent_pid:
         os._exit(1)   # the parent died before prctl took effect
-    # keep BLAS single-threaded in workers: the processes are the parallelism
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -684,8 +682,9 @@ def _featurize_into(ok, buf: np.ndarray, phase: str, rejects: list):
 
 
 def _finalize(inp: _Input, journal: dict, work: Path, root: Path, required, workers, version, t0, hook) -> None:
+    from importlib.metadata import version as dist_version
+
     import pandas as pd
-    import pymatgen.core
 
     targets = list(inp.targets)
     n = journal["rows_written"]
@@ -714,7 +713,7 @@ def _finalize(inp: _Input, journal: dict, work: Path, root: Path, required, work
     rejected = dict(sorted(journal["rejected"].items()))
     manifest = {
         "format": STORE_FORMAT, "format_version": STORE_FORMAT_VERSION,
-        "layout_version": L.LAYOUT_VERSION, "phase": phase_of(journal),
+        "layout_version": L.LAYOUT_VERSION, "phase": journal["fingerprint"]["phase"],
         "shape": [n, *L.SHAPE], "dtype": "float32",
         "counts": {"input": inp.n_rows, "accepted": n, "rejected": int(sum(rejected.values())),
                    "rejected_by_reason": rejected},
@@ -729,7 +728,7 @@ def _finalize(inp: _Input, journal: dict, work: Path, root: Path, required, work
                   "resumed_at_chunk": journal["resumed_at_chunk"]},
         "created": _now(),
         "package_version": version,
-        "versions": {"numpy": np.__version__, "pymatgen": _pmg_version(pymatgen.core), "python": sys.version.split()[0]},
+        "versions": {"numpy": np.__version__, "pymatgen": dist_version("pymatgen"), "python": sys.version.split()[0]},
         "reject_reasons": {k: REJECT_REASONS[k] for k in rejected},
     }
     if inp.n_rows != n + manifest["counts"]["rejected"]:
@@ -741,18 +740,6 @@ def _finalize(inp: _Input, journal: dict, work: Path, root: Path, required, work
     atomic_write_json(work / "journal.json", journal)
     if hook:
         hook("finalizing", -1)
-
-
-def phase_of(journal: dict) -> str:
-    return journal["fingerprint"]["phase"]
-
-
-def _pmg_version(pmg_core) -> str:
-    try:
-        from importlib.metadata import version
-        return version("pymatgen")
-    except Exception:
-        return getattr(pmg_core, "__version__", "unknown")
 
 
 def _remove_stale_splits(root: Path) -> list[str]:
