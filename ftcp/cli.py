@@ -17,6 +17,7 @@ from .io_utils import DATA_ENV, add_data_argument
 COMMAND_MODULES = [
     "ftcp.store",    # build, info
     "ftcp.splits",   # split
+    "ftcp.hub",      # download, publish, fetch
 ]
 
 

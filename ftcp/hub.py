@@ -44,10 +44,11 @@ from huggingface_hub.file_download import http_get
 from huggingface_hub.utils import build_hf_headers, filter_repo_objects, get_token, validate_repo_id
 from tqdm.auto import tqdm
 
+from .io_utils import add_data_argument, resolve_data_root
+
 log = logging.getLogger(__name__)
 
 DEFAULT_REPO_ID = "danial199472/Crys_Rep_Enrich"
-DATA_ENV = "CRYS_REP_DATA"
 MANIFEST_NAME = "download_manifest.json"
 PARTIAL_DIR = ".download"  # under the data root: partial files kept between runs
 
@@ -108,11 +109,6 @@ class DownloadError(HubError):
 
 
 # --------------------------------------------------------------------------- small helpers
-def _data_root(arg: str | os.PathLike | None) -> Path:
-    # TODO: swap for the shared data-root resolver once it lands in ftcp/ (flag > $CRYS_REP_DATA > "Data").
-    return Path(arg or os.environ.get(DATA_ENV) or "Data")
-
-
 def _endpoint(endpoint: str | None) -> str:
     # Read HF_ENDPOINT at call time (huggingface_hub reads it once, at import).
     return (endpoint or os.environ.get("HF_ENDPOINT") or constants.ENDPOINT).rstrip("/")
@@ -325,7 +321,7 @@ def download_dataset(
     are not on the hub (all of them, or any of them when ``strict``), ``DownloadError`` when files failed.
     Returns the manifest dict.
     """
-    root = _data_root(root)
+    root = resolve_data_root(root)
     endpoint = _endpoint(endpoint)
     splits, kinds = _normalize_splits(splits), _normalize_kinds(kinds)
     if max_workers < 1 or retries < 0:
@@ -638,7 +634,7 @@ def register_cli(subparsers) -> None:
         "download", help="download the upstream dataset from the Hugging Face Hub",
         description="Download the upstream dataset (upstream layout) into the data root, resuming and verifying "
                     "checksums. Offline? Use --endpoint/HF_ENDPOINT for a mirror, or build from CIFs.")
-    p.add_argument("--data", help=f"data root (default: ${DATA_ENV} or Data)")
+    add_data_argument(p)
     p.add_argument("--repo-id", default=DEFAULT_REPO_ID, help=f"dataset repository (default: {DEFAULT_REPO_ID})")
     p.add_argument("--splits", type=_splits_arg, default=list(ALL_SPLITS),
                    help=f"comma-separated splits (default: {','.join(ALL_SPLITS)})")
@@ -658,7 +654,7 @@ def register_cli(subparsers) -> None:
                     "not embeddings, features or last.pt). The write token is read from HF_TOKEN.")
     p.add_argument("--repo-id", required=True, help="model repository, e.g. user/crys-rep-enrich-ssl")
     p.add_argument("--checkpoint-dir", help="directory to upload (default: <data>/SSL)")
-    p.add_argument("--data", help=f"data root (default: ${DATA_ENV} or Data)")
+    add_data_argument(p)
     p.add_argument("--endpoint", help="hub URL (default: $HF_ENDPOINT or https://huggingface.co)")
     p.add_argument("--private", action="store_true", help="create the repository as private")
     p.add_argument("--message", default="Upload SSL encoder checkpoints", help="commit message")
@@ -680,7 +676,7 @@ def _fail(exc: Exception) -> int:
 
 
 def _cmd_download(args) -> int:
-    root = _data_root(args.data)
+    root = resolve_data_root(args.data)
     try:
         manifest = download_dataset(root, repo_id=args.repo_id, splits=args.splits, kinds=args.kinds,
                                     revision=args.revision, endpoint=args.endpoint, max_workers=args.max_workers,
@@ -697,7 +693,7 @@ def _cmd_download(args) -> int:
 
 
 def _cmd_publish(args) -> int:
-    checkpoint_dir = Path(args.checkpoint_dir) if args.checkpoint_dir else _data_root(args.data) / "SSL"
+    checkpoint_dir = Path(args.checkpoint_dir) if args.checkpoint_dir else resolve_data_root(args.data) / "SSL"
     try:
         out = publish_checkpoints(checkpoint_dir, args.repo_id, endpoint=args.endpoint, private=args.private,
                                   commit_message=args.message)

@@ -12,7 +12,6 @@ Same store + same seed -> byte-identical files (no timestamps are written).
 """
 from __future__ import annotations
 
-import argparse
 import hashlib
 import re
 from pathlib import Path

@@ -1,13 +1,11 @@
 """ftcp.hub against a loopback fake hub (tests/fake_hub.py); no request ever leaves 127.0.0.1."""
 from __future__ import annotations
 
-import argparse
 import io
 import json
 import socket
 from pathlib import Path
 
-import httpx2
 import numpy as np
 import pytest
 from huggingface_hub import constants
@@ -460,9 +458,8 @@ def test_publish_needs_token_and_checkpoints(fake_hub, ssl_dir, tmp_path):
 # --------------------------------------------------------------------------- CLI
 @pytest.fixture
 def parser():
-    p = argparse.ArgumentParser(prog="ftcp")
-    H.register_cli(p.add_subparsers(dest="command", required=True))
-    return p
+    from ftcp.cli import build_parser     # the real `ftcp` parser, with the hub's commands registered
+    return build_parser()
 
 
 def test_cli_download_arguments(parser):
@@ -480,13 +477,6 @@ def test_cli_download_arguments(parser):
             parser.parse_args(["download", *bad])
     with pytest.raises(SystemExit):
         parser.parse_args(["publish"])  # --repo-id is required
-
-
-def test_data_root_resolution(monkeypatch):
-    assert H._data_root(None) == Path("Data")
-    monkeypatch.setenv("CRYS_REP_DATA", "/env/root")
-    assert H._data_root(None) == Path("/env/root")
-    assert H._data_root("flag") == Path("flag")
 
 
 def test_cli_end_to_end(parser, dataset_hub, upstream_files, ssl_dir, tmp_path, monkeypatch, capsys):
