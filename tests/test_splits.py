@@ -1,7 +1,6 @@
 """Splits: sizes, determinism, no formula overlap (synthetic and real mp_36k formulas)."""
 from __future__ import annotations
 
-import gzip
 
 import numpy as np
 import pandas as pd
