@@ -108,3 +108,31 @@ def test_max_samples_caps_training_but_exports_everything(root, tmp_path):
     assert cfg["parts"] == {"train": 24, "val": 3, "test": 3}
     ids, _ = load_embeddings(tmp_path / block.dirname / "embeddings.npz")
     assert len(ids) == len(D.open_source(root).ids)
+
+
+def test_training_needs_no_pymatgen(root, tmp_path):
+    """GPU boxes have torch + numpy + tqdm only: training must not import pymatgen/spglib/matminer/sklearn."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    model = {1: ["hidden=16", "projector_width=16"], 2: ["head_width=8"],
+             3: ["d_model=16", "heads=2", "ff=16", "layers=1", "pool_heads=2"]}
+    code = f"""
+import sys
+for name in ("pymatgen", "spglib", "matminer", "sklearn", "shap", "pandas"):
+    sys.modules[name] = None                      # any import of these now fails
+import argparse
+from ftcp.ssl.cli import add_train_args, load_block, run_train
+for n, model in {model!r}.items():
+    p = argparse.ArgumentParser()
+    add_train_args(p)
+    args = p.parse_args(["--data", {str(root)!r}, "--out", {str(tmp_path)!r}, "--device", "cpu", "--epochs", "1",
+                         "--batch-size", "16", "--no-progress", "--embed-dim", "8"] + [a for m in model for a in ("--model", m)])
+    assert run_train(load_block(n), args)["status"] == "finished"
+print("ok")
+"""
+    proc = subprocess.run([sys.executable, "-c", code], cwd=repo, capture_output=True, text=True, timeout=300,
+                          env={**__import__("os").environ, "PYTHONPATH": str(repo), "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0 and proc.stdout.strip().endswith("ok"), proc.stderr[-3000:]

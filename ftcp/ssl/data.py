@@ -182,6 +182,8 @@ def write_pack(source: Source, out_dir, regions, ssl_dirs=()) -> Path:
                 shutil.copyfile(Path(d) / name, out_dir / "SSL" / name)
                 copied.append(name)
                 break
+    if (Path(source.root) / "labels.csv").exists():     # small; lets probes run on the pack too
+        shutil.copyfile(Path(source.root) / "labels.csv", out_dir / "labels.csv")
     digest = hashlib.sha256((out_dir / PACK_FILE).read_bytes()).hexdigest()
     (out_dir / PACK_MANIFEST).write_text(json.dumps({
         "kind": "ssl_region_pack", "layout": L.LAYOUT_VERSION, "source": str(source.root),

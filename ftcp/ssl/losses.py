@@ -156,6 +156,14 @@ def reduce_lattices(matrices: np.ndarray, max_iter: int = 200) -> np.ndarray:
 
 
 _IMAGES = torch.tensor([[i, j, k] for i in (-1, 0, 1) for j in (-1, 0, 1) for k in (-1, 0, 1)], dtype=torch.float32)
+_IMAGES_ON: dict = {}
+
+
+def _images(device) -> torch.Tensor:
+    """The 27 neighbour shifts on ``device`` (copied there once, not in every step)."""
+    if device not in _IMAGES_ON:
+        _IMAGES_ON[device] = _IMAGES.to(device)
+    return _IMAGES_ON[device]
 
 
 def min_image_distance(frac_a: torch.Tensor, frac_b: torch.Tensor, matrix: torch.Tensor,
@@ -171,6 +179,6 @@ def min_image_distance(frac_a: torch.Tensor, frac_b: torch.Tensor, matrix: torch
     delta = (frac_a - frac_b).float().reshape(batch, -1, 3)
     cart = delta @ matrix.float()
     red = wrap_delta(cart @ reduced_inv.float())                     # (B, P, 3) in the reduced basis
-    images = red[:, :, None, :] + _IMAGES.to(red.device)[None, None]  # (B, P, 27, 3)
+    images = red[:, :, None, :] + _images(red.device)[None, None]     # (B, P, 27, 3)
     d2 = (images @ reduced.float()[:, None]).pow(2).sum(-1).amin(-1)
     return d2.clamp_min(0).sqrt().reshape(frac_a.shape[:-1])
