@@ -1,0 +1,17 @@
+"""Multi-modal self-supervised learning on FTCP: one engine for the six block encoders.
+
+* ``ftcp.ssl.block``: the block interface (``SSLBlock``, ``Field``, ``TrainDefaults``),
+* ``ftcp.ssl.metrics``: pretext task kinds (loss, metric + direction, trivial baseline),
+* ``ftcp.ssl.engine``: training / DDP / checkpoints / resume / evaluation (``run_block``),
+* ``ftcp.ssl.export``: deterministic embedding export and loading,
+* ``ftcp.ssl.data``: data sources, the SSL split, the normaliser,
+* ``ftcp.ssl.targets``: cached targets that need pymatgen (Block 2 crystal systems),
+* ``ftcp.ssl.cli``: ``python -m ftcp.ssl {prepare,pack,train}`` and ``load_block(n)``.
+
+Training imports only torch, numpy and tqdm.
+"""
+from .block import Field, SSLBlock, TrainDefaults
+from .metrics import BarlowTwinsTask, ClassificationTask, PeriodicCoordinateTask, RegressionTask, Task
+
+__all__ = ["Field", "SSLBlock", "TrainDefaults", "Task", "ClassificationTask", "RegressionTask",
+           "PeriodicCoordinateTask", "BarlowTwinsTask"]

@@ -1,0 +1,216 @@
+"""Command line of the SSL engine.
+
+    python -m ftcp.ssl prepare --data ROOT [--out SSL_DIR]     # split, normaliser, B2 crystal systems (CPU, pymatgen)
+    python -m ftcp.ssl pack --data ROOT --out PACK --blocks 1 2 3   # compact data root for a GPU box
+    python -m ftcp.ssl train --block N [train flags]          # same as SSL_Training/Block*/train_blockN.py
+
+``register_cli(subparsers)`` adds the same commands as ``ssl-prepare``, ``ssl-pack`` and
+``ssl-train`` to another argparse program (e.g. the ``ftcp`` console script).
+"""
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+from . import data as D
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+SSL_TRAINING = REPO_ROOT / "SSL_Training"
+
+
+# ------------------------------------------------------------------------------------------
+def load_block(number: int, ssl_training_dir=None):
+    """An instance of block ``number`` from ``SSL_Training/Block<N>_*/encoder.py`` (``BLOCK_CLASS``)."""
+    base = Path(ssl_training_dir) if ssl_training_dir else SSL_TRAINING
+    found = sorted(base.glob(f"Block{int(number)}_*/encoder.py"))
+    if not found:
+        raise FileNotFoundError(f"no SSL_Training/Block{number}_*/encoder.py under {base}")
+    name = f"ftcp_ssl_block{int(number)}_encoder"
+    module = sys.modules.get(name)
+    if module is None:
+        spec = importlib.util.spec_from_file_location(name, found[0])
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    return module.BLOCK_CLASS()
+
+
+def parse_kv(items) -> dict:
+    out = {}
+    for item in items or []:
+        if "=" not in item:
+            raise SystemExit(f"--model expects KEY=VALUE, got {item!r}")
+        k, v = item.split("=", 1)
+        try:
+            out[k] = json.loads(v)
+        except json.JSONDecodeError:
+            out[k] = v
+    return out
+
+
+def add_data_args(p: argparse.ArgumentParser):
+    p.add_argument("--data", default=None, help="data root (native store or region pack); default $CRYS_REP_DATA or Data")
+    p.add_argument("--out", default=None, help="SSL directory for prepared files and block outputs (default <data>/SSL)")
+    p.add_argument("--split-seed", type=int, default=42, help="seed of the SSL 80/10/10 split (default 42)")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--exclude-test-of", metavar="SPLIT", default=None,
+                   help=f"leave a downstream split's test IDs out of SSL training ({', '.join(D.DOWNSTREAM_SPLIT_DIRS)})")
+    g.add_argument("--exclude-ids", metavar="FILE", default=None, help="leave these IDs (one per line) out of SSL training")
+
+
+def exclusion(args) -> tuple[list[str], str | None]:
+    if args.exclude_test_of:
+        return D.downstream_test_ids(args.data, args.exclude_test_of)
+    if args.exclude_ids:
+        return D.read_id_list(args.exclude_ids), str(args.exclude_ids)
+    return [], None
+
+
+def add_train_args(p: argparse.ArgumentParser, block=None):
+    d = block.defaults if block is not None else None
+    hint = (lambda v: f" (default {v})") if d else (lambda v: " (default: the block's)")
+    add_data_args(p)
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda[:N] (default auto)")
+    p.add_argument("--epochs", type=int, default=None, help="epochs" + hint(d.epochs if d else None))
+    p.add_argument("--batch-size", type=int, default=None, help="batch size per process" + hint(d.batch_size if d else None))
+    p.add_argument("--lr", type=float, default=None, help="peak learning rate" + hint(d.lr if d else None))
+    p.add_argument("--patience", type=int, default=None, help="early-stopping patience in epochs" + hint(d.patience if d else None))
+    p.add_argument("--weight-decay", type=float, default=None, help="AdamW weight decay" + hint(d.weight_decay if d else None))
+    p.add_argument("--grad-clip", type=float, default=None, help="gradient-norm clip, 0 = off" + hint(d.grad_clip if d else None))
+    p.add_argument("--warmup-epochs", type=float, default=None, help="linear warm-up before the cosine decay (default 0)")
+    p.add_argument("--seed", type=int, default=42, help="training seed (default 42)")
+    p.add_argument("--max-samples", type=int, default=None,
+                   help="train on at most this many SSL-train materials (val/test: 1/8 of it); export still covers all")
+    p.add_argument("--embed-dim", type=int, default=None, help="embedding size (default: ftcp.layout's)")
+    p.add_argument("--model", action="append", metavar="KEY=VALUE", help="architecture setting, repeatable")
+    p.add_argument("--amp", choices=("auto", "bf16", "off"), default="auto", help="bf16 autocast (auto: on CUDA only)")
+    p.add_argument("--compile", action="store_true", help="torch.compile the model (experimental)")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--eval-batch-size", type=int, default=1024, help="evaluation batch (fixes the masks; default 1024)")
+    p.add_argument("--no-bucket", action="store_true", help="no length bucketing of training batches")
+    p.add_argument("--restart", action="store_true", help="ignore last.pt and train from scratch")
+    p.add_argument("--stop-after-epochs", type=int, default=None, help="stop this invocation after N epochs (resume later)")
+    p.add_argument("--no-export", action="store_true", help="skip the embedding export")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def train_config(block, args):
+    from .engine import TrainConfig
+
+    return TrainConfig.for_block(
+        block, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, patience=args.patience,
+        weight_decay=args.weight_decay, grad_clip=args.grad_clip, warmup_epochs=args.warmup_epochs,
+        seed=args.seed, split_seed=args.split_seed, device=args.device, amp=args.amp,
+        max_samples=args.max_samples, eval_batch_size=args.eval_batch_size, bucket=not args.no_bucket,
+        compile=args.compile, threads=args.threads, progress=not args.no_progress, resume=not args.restart,
+        stop_after_epochs=args.stop_after_epochs, export=not args.no_export, model=parse_kv(args.model),
+        embed_dim=args.embed_dim)
+
+
+def format_metrics(metrics: dict) -> str:
+    lines = [f"{'task':<26}{'part':<6}{'metric':<22}{'model':>10}{'baseline':>10}  beats"]
+    for part in ("val", "test"):
+        for name, m in metrics[part].items():
+            if name == "loss":
+                continue
+            lines.append(f"{name:<26}{part:<6}{m['metric']:<22}{m['model']:>10.4f}{m['baseline']:>10.4f}  "
+                         f"{'yes' if m['beats_baseline'] else 'NO'}")
+    return "\n".join(lines)
+
+
+def run_train(block, args) -> dict:
+    from .engine import run_block
+
+    exclude, source = exclusion(args)
+    metrics = run_block(block, train_config(block, args), root=args.data, ssl_dir=args.out,
+                        exclude=exclude, exclude_source=source)
+    if metrics.get("status") == "finished" and metrics.get("out_dir"):
+        import torch.distributed as dist
+        if not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0:
+            print(format_metrics(metrics))
+            print(f"outputs: {metrics['out_dir']}")
+    elif metrics.get("status") == "interrupted":
+        print(f"stopped after epoch {metrics['epoch']}; run the same command again to resume")
+    return metrics
+
+
+def block_script_main(block, argv=None) -> dict:
+    """Entry point of ``SSL_Training/Block<N>_*/train_block<N>.py``."""
+    p = argparse.ArgumentParser(description=f"Train SSL block {block.number} ({block.name}), evaluate its pretext "
+                                            f"tasks against trivial baselines and export its embeddings.")
+    add_train_args(p, block)
+    return run_train(block, p.parse_args(argv))
+
+
+# ------------------------------------------------------------------------------------------
+def cmd_prepare(args):
+    from . import targets
+
+    exclude, source = exclusion(args)
+    data = D.prepare(args.data, args.out, args.split_seed, exclude, source, create=True)
+    print(f"SSL split {data.split['sizes']} and normaliser in {data.ssl_dir}")
+    if not args.no_crystal_systems:
+        path = targets.ensure_crystal_systems(data.source, data.ssl_dir, data.search_dirs()[1:], workers=args.workers)
+        print(f"crystal systems: {path}")
+
+
+def cmd_pack(args):
+    from . import targets
+
+    ssl_dir = Path(args.ssl_dir) if args.ssl_dir else D.data_root(args.data) / "SSL"
+    source = D.open_source(args.data)
+    regions = list(args.regions or [])
+    for n in args.blocks or []:
+        regions += [f.region for f in load_block(n).fields]
+    if any(int(n) == 2 for n in args.blocks or []):
+        targets.load_crystal_systems(source.ids, [ssl_dir])   # fail early if missing
+    regions = list(dict.fromkeys(regions))
+    for name in (D.SPLIT_FILE, D.NORMALIZER_FILE):
+        if not (ssl_dir / name).exists():
+            raise SystemExit(f"{ssl_dir / name} is missing: run `python -m ftcp.ssl prepare --data {args.data}` first")
+    out = D.write_pack(source, args.out, regions, [ssl_dir])
+    size = (out / D.PACK_FILE).stat().st_size / 2**20
+    print(f"wrote {out / D.PACK_FILE} ({size:.1f} MiB; regions {regions}) and {out / 'SSL'}")
+
+
+def cmd_train(args):
+    return run_train(load_block(args.block), args)
+
+
+def _add_commands(sub, prefix: str = ""):
+    p = sub.add_parser(prefix + "prepare", help="make the SSL split, normaliser and Block 2 crystal-system targets")
+    add_data_args(p)
+    p.add_argument("--workers", type=int, default=None, help="processes for the crystal-system targets")
+    p.add_argument("--no-crystal-systems", action="store_true")
+    p.set_defaults(func=cmd_prepare)
+    p = sub.add_parser(prefix + "pack", help="write a compact data root (regions + SSL files) for a GPU box")
+    p.add_argument("--data", default=None)
+    p.add_argument("--ssl-dir", default=None, help="prepared SSL directory (default <data>/SSL)")
+    p.add_argument("--out", required=True)
+    p.add_argument("--blocks", type=int, nargs="*", default=[1, 2, 3])
+    p.add_argument("--regions", nargs="*", default=None, help="extra ftcp.layout region names")
+    p.set_defaults(func=cmd_pack)
+    p = sub.add_parser(prefix + "train", help="train one SSL block")
+    p.add_argument("--block", type=int, required=True, choices=range(1, 7))
+    add_train_args(p)
+    p.set_defaults(func=cmd_train)
+
+
+def register_cli(subparsers):
+    """Add ``ssl-prepare``, ``ssl-pack`` and ``ssl-train`` to an argparse subparsers object."""
+    _add_commands(subparsers, prefix="ssl-")
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(prog="python -m ftcp.ssl", description="Self-supervised FTCP block encoders")
+    sub = p.add_subparsers(dest="command", required=True)
+    _add_commands(sub)
+    args = p.parse_args(argv)
+    args.func(args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,78 @@
+"""Deterministic embedding export and loading.
+
+An export is one pass over ALL materials of the store from the clean (unmasked,
+un-augmented) input, in eval mode and fp32, written in store order as
+``embeddings.npz`` with ``material_id`` (N,) str and ``embedding`` (N, d) float32.
+Blocks with sequence fields are embedded in length-sorted chunks (to skip padding) and the
+rows are put back in store order.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .block import SSLBlock
+
+EMBEDDINGS_FILE = "embeddings.npz"
+
+
+@torch.no_grad()
+def embed_positions(block: SSLBlock, model: torch.nn.Module, dd, positions: np.ndarray, batch_size: int) -> np.ndarray:
+    """Embeddings (len(positions), d) float32 of the materials at ``positions`` (store indices)."""
+    from .engine import eval_batches
+
+    model.eval()
+    out = None
+    where = {int(p): i for i, p in enumerate(positions)}
+    for pos, length in eval_batches(np.asarray(positions), batch_size, dd):
+        batch = dd.gather(torch.as_tensor(pos), length)
+        emb = model.embed(block.clean_inputs(batch)).float().cpu().numpy()
+        if out is None:
+            out = np.empty((len(positions), emb.shape[1]), dtype=np.float32)
+        out[[where[int(p)] for p in pos]] = emb
+    if out is None:
+        raise ValueError("nothing to embed")
+    if not np.isfinite(out).all():
+        raise FloatingPointError(f"block {block.number}: non-finite values in the exported embeddings")
+    return out
+
+
+def save_embeddings(path, ids, embedding: np.ndarray) -> Path:
+    path = Path(path)
+    ids = np.asarray(ids).astype(str)
+    if len(ids) != len(embedding) or len(np.unique(ids)) != len(ids):
+        raise ValueError("embeddings need one unique material ID per row")
+    tmp = path.with_name(path.name + ".tmp.npz")
+    np.savez(tmp, material_id=ids, embedding=np.asarray(embedding, dtype=np.float32))
+    tmp.replace(path)
+    return path
+
+
+def load_embeddings(path) -> tuple[np.ndarray, np.ndarray]:
+    """(material_id (N,) str, embedding (N, d) float32) of an ``embeddings.npz``; checked."""
+    with np.load(path, allow_pickle=False) as f:
+        ids, emb = f["material_id"].astype(str), f["embedding"]
+    if emb.ndim != 2 or len(ids) != len(emb):
+        raise ValueError(f"{path}: material_id {ids.shape} and embedding {emb.shape} do not match")
+    if len(np.unique(ids)) != len(ids):
+        raise ValueError(f"{path}: duplicated material IDs")
+    return ids, emb
+
+
+def load_block_model(block: SSLBlock, checkpoint, device="cpu") -> torch.nn.Module:
+    """Rebuild a block's model from ``best.pt``/``last.pt`` (state dict, ``weights_only=True``).
+
+    Restores the block's fitted input statistics too, so ``model.embed(block.clean_inputs(b))``
+    works on batches built by ``ftcp.ssl.engine.load_block_fields``.
+    """
+    ck = torch.load(checkpoint, map_location=device, weights_only=True)
+    if ck.get("block") != block.number:
+        raise ValueError(f"{checkpoint} is a block {ck.get('block')} checkpoint, not block {block.number}")
+    block.configure(ck["model_config"])
+    model = block.build_model(ck["model_config"]).to(device)
+    model.load_state_dict(ck["model"])
+    block.stats = {k: v.to(device) for k, v in ck["block_stats"].items()}
+    model.eval()
+    return model
