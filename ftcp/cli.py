@@ -18,6 +18,7 @@ COMMAND_MODULES = [
     "ftcp.store",    # build, info
     "ftcp.splits",   # split
     "ftcp.hub",      # download, publish, fetch
+    "ftcp.ssl.cli",  # ssl-prepare, ssl-pack, ssl-train
 ]
 
 
