@@ -11,9 +11,10 @@ float rounding, but does the work for a whole batch of crystals at once:
   that order once, evaluate ``|g|^2`` for all of them and all crystals of a batch in one
   matrix product, and keep the first 59 inside the sphere.  Crystals whose sphere can
   reach beyond the table (tiny cells) fall back to a wider table.
-* Structure factors.  ``F = P[:, site_slot] @ phase(hkl . r)`` is computed per element slot
-  (``P @ (occupancy^T @ phase)``: 4 x 100 x 59 instead of 92 x 100 x 59) with batched
-  einsums.
+* Structure factors.  ``F = P[:, site_slot] @ phase(hkl . r)`` is computed per element slot:
+  the waves of each slot's sites are summed first (4 x 59 per crystal; for the linear phase
+  it is enough to sum the slot's coordinates), then weighted by the slot's 92 properties in
+  one batched einsum.
 
 Phase modes (the ``phase`` argument):
 
@@ -73,12 +74,10 @@ REJECT_REASONS = {
 class Crystal:
     """The compact arrays FTCP needs from one crystal (cheap to pickle between processes)."""
 
-    slot_z: np.ndarray      # (n_elements,) atomic numbers of the element slots, first-appearance order
-    site_slot: np.ndarray   # (n_sites,) element slot of each site
+    slot_z: np.ndarray       # (n_elements,) atomic numbers of the element slots, first-appearance order
+    site_slot: np.ndarray    # (n_sites,) element slot of each site
     frac_coords: np.ndarray  # (n_sites, 3) as stored in the structure (not wrapped)
-    matrix: np.ndarray      # (3, 3) lattice vectors as rows, Angstrom
-    abc: np.ndarray         # (3,)
-    angles: np.ndarray      # (3,) degrees
+    matrix: np.ndarray       # (3, 3) lattice vectors as rows, Angstrom
 
     @property
     def n_sites(self) -> int:
@@ -89,33 +88,57 @@ def _reject(code: str, detail: str = "") -> RejectedStructure:
     return RejectedStructure(code, REJECT_REASONS[code] + (f" ({detail})" if detail else ""))
 
 
+def _site_species(site) -> dict:
+    """{species: occupancy} of a site.  Reads pymatgen's internal dict when it is there: going
+    through the public Composition API costs more than all of the featurization."""
+    try:
+        return site._species._data
+    except AttributeError:  # pragma: no cover - other pymatgen versions
+        return dict(site.species.items())
+
+
 def crystal_from_structure(structure) -> Crystal:
     """Extract the arrays FTCP needs from a pymatgen ``Structure``; raise ``RejectedStructure``."""
-    n = len(structure)
+    sites = structure.sites
+    n = len(sites)
     if n == 0:
         raise _reject("empty_structure")
-    if not structure.is_ordered:
-        bad = sum(not site.is_ordered for site in structure)
-        raise _reject("disordered", f"{bad} of {n} sites")
+    species = [_site_species(site) for site in sites]
+    disordered = sum(len(sp) != 1 or abs(next(iter(sp.values())) - 1.0) > 1e-8 for sp in species)
+    if disordered:
+        raise _reject("disordered", f"{disordered} of {n} sites")
     if n > L.MAX_SITES:
         raise _reject("too_many_sites", f"{n} sites")
-    z = np.fromiter((getattr(site.specie, "Z", 0) for site in structure), dtype=np.int64, count=n)
+    elements = [next(iter(sp)) for sp in species]
+    # DummySpecies (e.g. "X") report a hash as Z: map them to 0 -> unsupported_element
+    z = np.array([0 if type(e).__name__ == "DummySpecies" else e.Z for e in elements], dtype=np.int64)
     _, first = np.unique(z, return_index=True)
     slot_z = z[np.sort(first)]
     if len(slot_z) > L.MAX_ELEMENTS:
         raise _reject("too_many_elements", f"{len(slot_z)} elements")
     if slot_z.min() < 1 or slot_z.max() > MAX_PROPERTY_Z:
-        names = sorted({site.species_string for site, zz in zip(structure, z) if zz < 1 or zz > MAX_PROPERTY_Z})
+        names = sorted({str(e) for e, zz in zip(elements, z) if zz < 1 or zz > MAX_PROPERTY_Z})
         raise _reject("unsupported_element", ", ".join(names))
     site_slot = np.argmax(z[:, None] == slot_z[None, :], axis=1)
-    lattice = structure.lattice
-    matrix = np.array(lattice.matrix, dtype=np.float64)
-    frac = np.array(structure.frac_coords, dtype=np.float64)
+    matrix = np.array(structure.lattice.matrix, dtype=np.float64)
+    frac = np.array([site.frac_coords for site in sites], dtype=np.float64)
     if not np.isfinite(matrix).all() or abs(np.linalg.det(matrix)) < 1e-6:
         raise _reject("bad_lattice")
     if not np.isfinite(frac).all():
         raise _reject("bad_coordinates")
-    return Crystal(slot_z, site_slot, frac, matrix, np.array(lattice.abc), np.array(lattice.angles))
+    return Crystal(slot_z, site_slot, frac, matrix)
+
+
+def lattice_parameters(matrices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(B, 3, 3) lattice matrices -> lengths (B, 3) in Angstrom and angles (B, 3) in degrees,
+    computed exactly as pymatgen's ``Lattice.abc`` / ``Lattice.angles`` do."""
+    lengths = np.sqrt(np.sum(matrices ** 2, axis=2))
+    cos = np.empty_like(lengths)
+    for dim in range(3):
+        j, k = (dim + 1) % 3, (dim + 2) % 3
+        dot = np.einsum("bx,bx->b", matrices[:, j], matrices[:, k])
+        cos[:, dim] = np.clip(dot / (lengths[:, j] * lengths[:, k]), -1, 1)
+    return lengths, np.rad2deg(np.arccos(cos))
 
 
 def check_structure(structure) -> str | None:
@@ -153,17 +176,17 @@ def _metric_coefficients(recip: np.ndarray) -> np.ndarray:
     return np.stack([g[:, 0, 0], g[:, 1, 1], g[:, 2, 2], g[:, 0, 1], g[:, 0, 2], g[:, 1, 2]], 1)
 
 
-def _first_inside(q: np.ndarray, radius: float, count: int) -> tuple[np.ndarray, np.ndarray]:
-    """For |g|^2 values q (M, B) in table order: per column, the number of points inside the
-    sphere (B,) and the row indices of the first ``count`` of them (B, count; -1 if missing)."""
-    inside = np.sqrt(q) <= radius + K_RADIUS_TOL
-    n_inside = inside.sum(0)
-    rank = np.cumsum(inside, 0)
-    take = inside & (rank <= count)
-    cols, rows = np.nonzero(take.T)          # sorted by column, then row (= table order)
+def _first_inside(q: np.ndarray, radius, count: int) -> tuple[np.ndarray, np.ndarray]:
+    """For |g|^2 values q (M, B) in table order and a radius (scalar or per column (B,)): per
+    column, the number of points inside the sphere (B,) and the row indices of the first
+    ``count`` of them (B, count; -1 if missing)."""
+    inside = q <= (radius + K_RADIUS_TOL) ** 2
+    rank = np.cumsum(inside, axis=0, dtype=np.int32)
+    n_inside = rank[-1]
+    take = (inside & (rank <= count)).T                 # (B, M)
+    cols, rows = np.nonzero(take)                       # sorted by column, then row (= table order)
     out = np.full((q.shape[1], count), -1, dtype=np.int64)
-    pos = rank.T[take.T] - 1                  # 0..count-1 within each column
-    out[cols, pos] = rows
+    out[cols, rank.T[take] - 1] = rows
     return n_inside, out
 
 
@@ -182,27 +205,35 @@ def reciprocal_points(matrices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     g_out = np.zeros((n, L.N_KPOINTS))
     todo = np.arange(n)
     max_l1 = _TABLE_L1
-    radius_wide = K_RADIUS_WIDE
+    radius_wide = np.full(n, K_RADIUS_WIDE)   # grows only for cells the reference cannot handle
     while len(todo):
         hkl, mono, _ = _hkl_table(max_l1)
-        q = mono @ coef[todo].T                               # (M, b) |g|^2
+        # (M, b) |g|^2 as an explicit sum rather than a GEMM, so a crystal's value does not
+        # depend on which other crystals share its batch (BLAS blocking changes the last bit)
+        c = coef[todo]
+        q = mono[:, :1] * c[:, 0]
+        for j in range(1, 6):
+            q += mono[:, j:j + 1] * c[:, j]
         complete_small = K_RADIUS * lengths[todo] < max_l1   # table holds the whole small sphere
-        complete_wide = radius_wide * lengths[todo] < max_l1
-        n_small, idx_small = _first_inside(q, K_RADIUS, L.N_KPOINTS)
-        n_wide, idx_wide = _first_inside(q, radius_wide, L.N_KPOINTS)
+        complete_wide = radius_wide[todo] * lengths[todo] < max_l1
+        n_small, idx = _first_inside(q, K_RADIUS, L.N_KPOINTS)
         # Reference rule: the small sphere if it holds >= 59 points besides the origin.
         use_small = n_small >= L.N_KPOINTS
-        use_wide = ~use_small & complete_small & (n_wide >= L.N_KPOINTS)
-        done = use_small | use_wide
-        idx = np.where(use_small[:, None], idx_small, idx_wide)[done]
+        done = use_small.copy()
+        wide = np.nonzero(~use_small & complete_small)[0]
+        if len(wide):
+            n_wide, idx_wide = _first_inside(q[:, wide], radius_wide[todo[wide]], L.N_KPOINTS)
+            ok = n_wide >= L.N_KPOINTS
+            idx[wide[ok]] = idx_wide[ok]
+            done[wide[ok]] = True
+        idx = idx[done]
         rows = todo[done]
         hkl_out[rows] = hkl[idx]
         g_out[rows] = np.sqrt(q[idx, np.nonzero(done)[0][:, None]])
         # Still missing: the table was too short (grow it), or even the wide sphere holds
         # fewer than 59 points (tiny cell; the reference fails here) -> widen the sphere.
         left = ~done
-        if (left & complete_small & complete_wide).any():
-            radius_wide *= 1.1
+        radius_wide[todo[left & complete_small & complete_wide]] *= 1.1
         if (left & ~(complete_small & complete_wide)).any():
             max_l1 *= 2
         todo = todo[left]
@@ -211,9 +242,13 @@ def reciprocal_points(matrices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 # ---------------------------------------------------------------------------------------------
 # featurization
-def featurize_crystals(crystals: Sequence[Crystal], phase: str = "linear",
-                       dtype=np.float32, out: np.ndarray | None = None) -> np.ndarray:
-    """FTCP (B, 400, 63) for already-extracted ``Crystal`` records (the vectorised core)."""
+def featurize_crystals(crystals: Sequence[Crystal], phase: str = "linear", dtype=np.float32,
+                       out: np.ndarray | None = None, properties: np.ndarray | None = None) -> np.ndarray:
+    """FTCP (B, 400, 63) for already-extracted ``Crystal`` records (the vectorised core).
+
+    Needs only numpy: ``properties`` (the (101, 92) CGCNN table, default
+    ``elements.cgcnn_properties()``) lets it run where matminer is not installed.
+    """
     if phase not in PHASES:
         raise ValueError(f"phase must be one of {PHASES}, got {phase!r}")
     b = len(crystals)
@@ -225,44 +260,50 @@ def featurize_crystals(crystals: Sequence[Crystal], phase: str = "linear",
         out[...] = 0
     if b == 0:
         return out
-    props = cgcnn_properties()
+    props = cgcnn_properties() if properties is None else np.asarray(properties, dtype=np.float64)
 
+    n_sites = np.array([c.n_sites for c in crystals])
+    site_batch = np.repeat(np.arange(b), n_sites)                 # (T,) flat over all sites
+    site_pos = np.arange(len(site_batch)) - np.repeat(np.cumsum(n_sites) - n_sites, n_sites)
+    site_slot = np.concatenate([c.site_slot for c in crystals])
+    site_coords = np.concatenate([c.frac_coords for c in crystals])
     slot_z = np.zeros((b, L.MAX_ELEMENTS), dtype=np.int64)        # 0 = empty slot
-    occupancy = np.zeros((b, L.MAX_SITES, L.MAX_ELEMENTS))
-    coords = np.zeros((b, L.MAX_SITES, 3))
     for i, c in enumerate(crystals):
         slot_z[i, : len(c.slot_z)] = c.slot_z
-        occupancy[i, np.arange(c.n_sites), c.site_slot] = 1.0
-        coords[i, : c.n_sites] = c.frac_coords
     matrices = np.stack([c.matrix for c in crystals])
 
     # real-space part
     bi, si = np.nonzero(slot_z)
-    out[bi, slot_z[bi, si] - 1, si] = 1.0                                     # element one-hot
-    out[:, L.LATTICE_LENGTH_ROW, L.XYZ_COLS] = np.stack([c.abc for c in crystals])
-    out[:, L.LATTICE_ANGLE_ROW, L.XYZ_COLS] = np.stack([c.angles for c in crystals])
-    out[:, L.SITE_COORD_ROWS, L.XYZ_COLS] = coords
-    out[:, L.SITE_OCC_ROWS, L.REAL_COLS] = occupancy
+    out[bi, slot_z[bi, si] - 1, si] = 1.0                                      # element one-hot
+    abc, angles = lattice_parameters(matrices)
+    out[:, L.LATTICE_LENGTH_ROW, L.XYZ_COLS] = abc
+    out[:, L.LATTICE_ANGLE_ROW, L.XYZ_COLS] = angles
+    out[site_batch, L.SITE_COORD_ROWS.start + site_pos, L.XYZ_COLS.start:L.XYZ_COLS.stop] = site_coords
+    out[site_batch, L.SITE_OCC_ROWS.start + site_pos, site_slot] = 1.0
     slot_props = np.where(slot_z[..., None] > 0, props[np.maximum(slot_z, 1)], 0.0)  # (B, 4, 92)
     out[:, L.PROPERTY_ROWS, L.REAL_COLS] = slot_props.transpose(0, 2, 1)
 
     # reciprocal-space part
     hkl, g = reciprocal_points(matrices)
     out[:, L.KDIST_ROW, L.RECIP_COLS] = g
-    k_dot_r = coords @ hkl.transpose(0, 2, 1).astype(np.float64)             # (B, 100, 59)
+    hkl = hkl.astype(np.float64)
     if phase == "linear":
-        waves = [np.pi * k_dot_r]
-    elif phase == "cos":
-        waves = [np.cos(2.0 * np.pi * k_dot_r)]
-    elif phase == "sin":
-        waves = [np.sin(2.0 * np.pi * k_dot_r)]
-    else:  # abs: modulus of the complex structure factor
-        waves = [np.cos(2.0 * np.pi * k_dot_r), np.sin(2.0 * np.pi * k_dot_r)]
-    # sum the waves of each element slot's sites first (4 x 59), then weight by its 92 properties
-    props_t, occupancy_t = slot_props.transpose(0, 2, 1), occupancy.transpose(0, 2, 1)
-    parts = [props_t @ (occupancy_t @ w) for w in waves]
-    sf = parts[0] if len(parts) == 1 else np.hypot(*parts)
-    out[:, L.PROPERTY_ROWS, L.RECIP_COLS] = sf
+        # pi * hkl . r is linear in r: sum each slot's coordinates first (B, 4, 3), then project.
+        slot_coords = np.zeros((b, L.MAX_ELEMENTS, 3))
+        np.add.at(slot_coords, (site_batch, site_slot), site_coords)
+        waves = [np.pi * np.einsum("bex,bkx->bek", slot_coords, hkl, optimize=True)]
+    else:
+        # physical phases need every site's wave: (T, 59), summed per element slot.
+        angle = 2.0 * np.pi * np.einsum("tx,tkx->tk", site_coords, hkl[site_batch], optimize=True)
+        per_site = {"cos": [np.cos(angle)], "sin": [np.sin(angle)], "abs": [np.cos(angle), np.sin(angle)]}[phase]
+        waves = []
+        for w in per_site:
+            per_slot = np.zeros((b, L.MAX_ELEMENTS, L.N_KPOINTS))
+            np.add.at(per_slot, (site_batch, site_slot), w)
+            waves.append(per_slot)
+    # weight each slot's (4 x 59) wave sums by its 92 CGCNN properties -> (B, 92, 59)
+    parts = [np.einsum("bep,bek->bpk", slot_props, w, optimize=True) for w in waves]
+    out[:, L.PROPERTY_ROWS, L.RECIP_COLS] = parts[0] if len(parts) == 1 else np.hypot(*parts)
     return out
 
 

@@ -7,7 +7,20 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED = Path(os.environ.get("CRYS_SHARED", REPO.parent / "shared"))
+
+
+def _find_shared() -> Path:
+    """``$CRYS_SHARED``, else the first ``shared/`` beside the checkout or one of its parents
+    (a git worktree may sit a level deeper than the main checkout)."""
+    if os.environ.get("CRYS_SHARED"):
+        return Path(os.environ["CRYS_SHARED"])
+    for parent in REPO.parents:
+        if (parent / "shared").is_dir():
+            return parent / "shared"
+    return REPO.parent / "shared"
+
+
+SHARED = _find_shared()
 GOLDEN_DIR = SHARED / "reference" / "ftcp_golden"
 MP36K_CSV = SHARED / "data" / "mp_36k" / "mp_36k.csv.gz"
 
