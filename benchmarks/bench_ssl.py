@@ -81,6 +81,16 @@ def read_labels(root: Path, ids: np.ndarray):
     return {name: np.array([float(table[i][name]) for i in ids]) for name in ("formation_energy", "band_gap")}
 
 
+def block_inputs(block, data) -> np.ndarray:
+    """What the block's encoder has to work with, flattened: its prepared fields minus cached targets."""
+    from ftcp.ssl.engine import load_block_fields
+
+    fields = load_block_fields(block, data)
+    targets = set(block.extra_fields(data))
+    return np.concatenate([np.asarray(v, dtype=np.float64).reshape(len(v), -1)
+                           for k, v in fields.items() if k not in targets], axis=1)
+
+
 def probe(root: Path, ssl_dir: Path, blocks, results):
     data = D.prepare(root, ssl_dir, create=False)
     labels = read_labels(root, data.ids)
@@ -93,9 +103,7 @@ def probe(root: Path, ssl_dir: Path, blocks, results):
     for block in blocks:
         ids, emb = load_embeddings(Path(results[block.number]["out_dir"]) / "embeddings.npz")
         assert list(ids) == list(data.ids), "embeddings must be in store order"
-        raw = np.concatenate([D.normalise_region(data.scaler, f.region, data.source.region(f.region)).reshape(len(ids), -1)
-                              for f in block.fields if f.normalised] or
-                             [data.source.region(f.region).reshape(len(ids), -1) for f in block.fields], axis=1)
+        raw = block_inputs(block, data)
         feats_raw.append(raw)
         feats_emb.append(emb.astype(np.float64))
         out[f"block{block.number}"] = {k: {"embedding": ridge_probe(emb[tr], y[tr], emb[va], y[va]),

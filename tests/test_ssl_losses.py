@@ -108,8 +108,12 @@ def test_task_baselines_and_metrics():
     frac = torch.tensor([[0.98, 0.5, 0.02], [0.01, 0.5, 0.99], [0.03, 0.52, 0.0]])
     per.fit_update(st, {"frac": frac, "valid": torch.ones(3, dtype=torch.bool)})
     per.fit_finish(st)
-    c = per.fitted["constant"]
-    assert LS.wrap_delta(c - torch.tensor([0.0, 0.5, 0.0], dtype=torch.float64)).abs().max() < 0.02
+    for c in (per.fitted["constant"], per.fitted["constant_rms"]):
+        assert LS.wrap_delta(c - torch.tensor([0.0, 0.5, 0.0], dtype=torch.float64)).abs().max() < 0.02
+    ev = per.eval_init("cpu")
+    per.eval_update(ev, {"vectors": LS.angle_vectors(frac)}, {"frac": frac, "valid": torch.ones(3, dtype=torch.bool)})
+    res = per.eval_finish(ev)
+    assert res["model"] < 1e-6 < res["baseline"] and res["within_005"] == 1.0 and res["rms_torus_distance"] < 1e-5
 
     bt = BarlowTwinsTask("b", pool=4)
     ev = bt.eval_init("cpu")

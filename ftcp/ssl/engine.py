@@ -446,8 +446,7 @@ class Trainer:
             self.model.load_state_dict(ck["model"])
             opt.load_state_dict(ck["optimizer"])
             sched.load_state_dict(ck["scheduler"])
-            for t in self.tasks:
-                t.load_fitted(ck["task_fitted"][t.name], self.device)
+            # task baselines / target scales are refitted in __init__: deterministic from the data and masks
             state = {k: ck[k] for k in state}
             self.log(f"resumed {block.dirname} from {last_path} after epoch {state['epoch']}"
                      + (" (finished)" if state["finished"] else ""))
