@@ -1,0 +1,254 @@
+"""Block 6 - Structure Factors (FTCP rows 306-397, all 63 columns).
+
+* Real part, columns 0-3: the 92-d CGCNN property vector (binary: one bin per property group)
+  of each element slot.
+* Reciprocal part, columns 4-62: the 92 x 59 map ``F = P[:, site slot] @ (pi hkl . r)`` (the
+  reference's linear phase): for every property and k-point, a sum over the sites whose
+  element has that property.  Values are large and signed (|F| up to ~450 on mp_36k, 78 %
+  zeros), so the encoder does not see the row-min-max normalised values (they squash the
+  binary real part to 0.5 +- 0.001): the map is divided by its own RMS over the visible
+  entries, and the log of that scale (standardised on SSL-train) is a separate input.
+
+Encoder (upstream's CNN + real-space branch family, batched, no per-sample loops), 768 =
+3 x 256:
+
+* reciprocal branch: a 2-D CNN over the map (channels: the scaled values, the column-visible
+  flag, and the four slots' property bits broadcast along k, so a filter can relate a row of F
+  to the slots that have that property) - 3 x [Conv 3x3, GroupNorm, GELU], each halving the
+  property axis (92 -> 12) and keeping all 59 k-points - then one token per k-point (the column's features, flattened) + a
+  learned k-position embedding + the scale embedding -> 1 transformer layer over the 59
+  columns -> attention pooling + mean -> MLP = ``reciprocal`` (256);
+* real branch: one token per present element slot (Linear of its 92 bits, a learned mask
+  token where the slot is hidden, + a slot-index embedding) -> 1 transformer layer over the
+  slots (key-padding mask) -> pooling -> MLP = ``real`` (256);
+* interaction: the slot tokens cross-attend over the 59 column tokens (1 layer) -> pooling ->
+  MLP = ``interaction`` (256).  (Upstream's "cross-space attention" had a single key, i.e. a
+  linear map.)
+
+Pretext tasks (one masked view for 11 and 12, two augmented views for 13, all three encoded
+in one batched pass):
+
+11. ``masked_structure_factors`` - 8 of the 59 reciprocal columns are hidden (zeroed, flagged);
+    predict each hidden column's 92 values (in the crystal's visible-RMS units), MSE on
+    targets standardised per k-point; metric: MSE / SSL-train variance (mean predictor ~1).
+12. ``real_from_reciprocal`` - one present element slot's 92-d property vector is hidden
+    (mask token) and recovered from the reciprocal map and the other slots; MSE on targets
+    standardised per property (standard deviation floored at 0.05 for rare bins); metric:
+    MSE / SSL-train variance per property (per-property mean ~1).
+13. ``augmentation_consistency`` - Barlow Twins (projector 512-512-512, gathered across ranks)
+    between two views of the clean input, each with multiplicative noise (sigma 2 %) on the
+    map and every k-column dropped with probability 0.3 (upstream's magnitudes); metric: view
+    retrieval among 256 vs chance.
+
+Where the data root is a region pack without the 92 x 59 map, the map is rebuilt from the
+packed real-space regions (``ftcp.ssl.records``): those five regions are listed in ``fields``
+only for that purpose (``record_*``) and dropped after loading; the encoder never sees them.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from torch import nn
+
+from ftcp import layout as L
+from ftcp.ssl import BarlowTwinsTask, Field, RegressionTask, SSLBlock, TrainDefaults
+from ftcp.ssl import layers as NN
+from ftcp.ssl import masking as M
+from ftcp.ssl import records as R
+
+N_P, N_K, N_SLOTS = L.N_PROPERTIES, L.N_KPOINTS, L.MAX_ELEMENTS
+
+
+def visible_scale(sf: torch.Tensor, column_visible: torch.Tensor, floor) -> torch.Tensor:
+    """RMS of the visible entries of each map (B, 92, 59) -> (B,), softly floored:
+    sqrt(rms^2 + floor^2), so a map whose visible part is (almost) zero does not blow up the
+    scaled values of its hidden part."""
+    vis = column_visible.to(sf.dtype)[:, None, :]
+    n = (vis.sum((1, 2)) * N_P).clamp_min(1)
+    return ((sf * vis).pow(2).sum((1, 2)) / n + floor ** 2).sqrt()
+
+
+class ConvBlock(nn.Sequential):
+    def __init__(self, c_in, c_out, stride):
+        super().__init__(nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1), nn.GroupNorm(4, c_out), nn.GELU())
+
+
+class StructureFactorEncoder(nn.Module):
+    def __init__(self, cfg: dict):
+        super().__init__()
+        d, e, heads, ff, p = cfg["d_model"], cfg["embed_dim"], cfg["heads"], cfg["ff"], cfg["dropout"]
+        if e % 3:
+            raise ValueError(f"Block 6's embedding is three equal parts (real, reciprocal, interaction); {e} is not")
+        part = e // 3
+        c1, c2, c3 = cfg["conv_channels"]
+        self.cnn = nn.Sequential(ConvBlock(2 + N_SLOTS, c1, (2, 1)), ConvBlock(c1, c2, (2, 1)), ConvBlock(c2, c3, (2, 1)))
+        rows = math.ceil(math.ceil(math.ceil(N_P / 2) / 2) / 2)          # 92 -> 46 -> 23 -> 12 property rows
+        self.column_embed = nn.Linear(c3 * rows, d)
+        self.k_position = nn.Parameter(torch.randn(N_K, d) * 0.02)
+        self.scale_embed = nn.Linear(1, d)
+        self.column_layer = NN.TransformerLayer(d, heads, ff, p)
+        self.column_norm = nn.LayerNorm(d)
+        self.column_pool = NN.AttentionPool(d, heads)
+        self.slot_embed = nn.Linear(N_P, d)
+        self.slot_index = nn.Parameter(torch.randn(N_SLOTS, d) * 0.02)
+        self.slot_mask_token = nn.Parameter(torch.randn(d) * 0.02)
+        self.slot_layer = NN.TransformerLayer(d, heads, ff, p)
+        self.slot_norm = nn.LayerNorm(d)
+        self.real_pool = NN.AttentionPool(d, heads)
+        self.cross_layer = NN.TransformerLayer(d, heads, ff, p, cross=True)
+        self.cross_norm = nn.LayerNorm(d)
+        self.inter_pool = NN.AttentionPool(d, heads)
+        w = cfg["project_width"]
+        self.real_proj = NN.mlp(2 * d, w, part, p)
+        self.recip_proj = NN.mlp(2 * d, w, part, p)
+        self.inter_proj = NN.mlp(2 * d, w, part, p)
+
+    def forward(self, x: dict):
+        """Inputs -> (column states (B, 59, d), slot interaction states (B, 4, d), embedding (B, e))."""
+        sf, col_vis, props = x["sf"], x["column_visible"], x["properties"]
+        b = sf.shape[0]
+        slot_bits = props.permute(0, 2, 1)[..., None].expand(-1, -1, -1, N_K)            # (B, 4, 92, 59)
+        image = torch.cat([sf[:, None], col_vis[:, None, None, :].to(sf.dtype).expand(-1, 1, N_P, -1), slot_bits], 1)
+        fmap = self.cnn(image)                                                           # (B, C, 23, 59)
+        cols = self.column_embed(fmap.permute(0, 3, 1, 2).reshape(b, N_K, -1))
+        cols = cols + self.k_position + self.scale_embed(x["log_scale"][:, None])[:, None, :]
+        cols = self.column_norm(self.column_layer(cols, None))
+        recip = self.recip_proj(torch.cat([self.column_pool(cols, None), cols.mean(1)], -1))
+
+        present = x["slot_present"]
+        slots = self.slot_embed(props.transpose(1, 2))                                   # (B, 4, d)
+        slots = torch.where(x["slot_hidden"][..., None], self.slot_mask_token.to(slots.dtype), slots) + self.slot_index
+        slots = self.slot_norm(self.slot_layer(slots, present))
+        real = self.real_proj(torch.cat([self.real_pool(slots, present), NN.masked_mean(slots, present)], -1))
+        inter = self.cross_norm(self.cross_layer(slots, present, cols, None))
+        interaction = self.inter_proj(torch.cat([self.inter_pool(inter, present), NN.masked_mean(inter, present)], -1))
+        return cols, inter, torch.cat([real, recip, interaction], -1)
+
+
+class StructureFactorModel(nn.Module):
+    def __init__(self, cfg: dict):
+        super().__init__()
+        d, e, w = cfg["d_model"], cfg["embed_dim"], cfg["head_width"]
+        self.encoder = StructureFactorEncoder(cfg)
+        self.column_part, self.column_global = nn.Linear(d, w), nn.Linear(e, w, bias=False)
+        self.column_out = nn.Sequential(nn.GELU(), nn.Linear(w, N_P))
+        self.slot_part, self.slot_global = nn.Linear(d, w), nn.Linear(e, w, bias=False)
+        self.slot_out = nn.Sequential(nn.GELU(), nn.Linear(w, N_P))
+        self.projector = NN.projector(e, cfg["projector_width"])
+
+    def embed(self, inputs: dict) -> torch.Tensor:
+        return self.encoder(inputs)[2]
+
+    def forward(self, inputs: dict) -> dict:
+        cols, slots, emb = self.encoder(inputs)
+        n = inputs["hidden_columns"].shape[0]
+        masked_cols, masked_slots, masked_emb = cols[:n], slots[:n], emb[:n]
+        hid_cols = NN.gather_rows(masked_cols, inputs["hidden_columns"])                # (B, 8, d)
+        sf_pred = self.column_out(self.column_part(hid_cols) + self.column_global(masked_emb)[:, None, :])
+        hid_slot = NN.gather_rows(masked_slots, inputs["hidden_slot"][:, None])[:, 0]     # (B, d)
+        props_pred = self.slot_out(self.slot_part(hid_slot) + self.slot_global(masked_emb))
+        z = self.projector(emb[n:])
+        return {"masked_structure_factors": {"value": sf_pred},
+                "real_from_reciprocal": {"value": props_pred},
+                "augmentation_consistency": {"z1": z[:n], "z2": z[n:]}}
+
+
+class StructureFactorsBlock(SSLBlock):
+    number = 6
+    fields = (Field("properties", "element_properties", normalised=False),
+              # only to rebuild the map where a region pack does not carry it (dropped after loading)
+              Field("record_elements", "element_matrix", normalised=False),
+              Field("record_lattice", "lattice", normalised=False),
+              Field("record_coords", "site_coords", normalised=False),
+              Field("record_occupancy", "site_occupancy", normalised=False))
+    defaults = TrainDefaults(lr=5e-4, batch_size=32, epochs=20, patience=20)
+    model_defaults = {"d_model": 128, "heads": 4, "ff": 256, "dropout": 0.1, "conv_channels": [16, 32, 64],
+                      "project_width": 256, "head_width": 128, "projector_width": 512, "scale_floor": 0.1,
+                      "hidden_columns": 8, "noise": 0.02, "column_drop": 0.3, "bt_lambda": 5e-3,
+                      "weight_structure_factors": 0.4, "weight_real": 0.3, "weight_consistency": 0.3}
+    phase = "linear"
+
+    def extra_fields(self, data):
+        if "structure_factors" in data.source.regions_available():
+            return {"sf": data.source.region("structure_factors")}
+        return {}                                                         # rebuilt in prepare_fields
+
+    def prepare_fields(self, fields):
+        sf = fields.get("sf")
+        if sf is None:
+            regions = {"element_matrix": fields["record_elements"], "lattice": fields["record_lattice"],
+                       "site_coords": fields["record_coords"], "site_occupancy": fields["record_occupancy"],
+                       "element_properties": fields["properties"]}
+            sf = R.rebuild_regions(regions, ("structure_factors",), phase=self.phase)["structure_factors"]
+        return {"properties": (fields["properties"] > 0.5).astype(np.float32), "sf": np.asarray(sf, dtype=np.float32)}
+
+    def fit_stats(self, train):
+        rms = torch.cat([c.double().pow(2).mean((1, 2)).sqrt() for c in train["sf"].split(4096)])
+        floor = (self.cfg["scale_floor"] * rms.median()).clamp_min(1e-3)
+        log_scale = (rms.pow(2) + floor ** 2).sqrt().log()
+        return {"scale_floor": floor.float().reshape(1), "log_scale_mean": log_scale.mean().float().reshape(1),
+                "log_scale_std": log_scale.std().clamp_min(1e-6).float().reshape(1)}
+
+    def build_model(self, cfg):
+        return StructureFactorModel(cfg)
+
+    def build_tasks(self):
+        cfg = self.cfg
+        return [RegressionTask("masked_structure_factors", cfg["weight_structure_factors"], n_groups=N_K,
+                               group_names=[f"k{i}" for i in range(N_K)], metric="nmse",
+                               units="F / visible RMS of the crystal's map", min_std=0.05),
+                RegressionTask("real_from_reciprocal", cfg["weight_real"], n_groups=N_P, metric="nmse",
+                               units="CGCNN property bits", min_std=0.05),
+                BarlowTwinsTask("augmentation_consistency", cfg["weight_consistency"], lambd=cfg["bt_lambda"])]
+
+    # -- views -------------------------------------------------------------------------------
+    def encoder_inputs(self, sf, props, column_visible, slot_hidden):
+        """What the encoder sees: hidden columns and the hidden slot are zeroed before anything
+        is computed from them (the scale comes from the visible entries only)."""
+        sf = sf * column_visible.to(sf.dtype)[:, None, :]
+        props = props * (~slot_hidden).to(props.dtype)[:, None, :]
+        scale = visible_scale(sf, column_visible, self.stats["scale_floor"])
+        log_scale = ((scale.log() - self.stats["log_scale_mean"]) / self.stats["log_scale_std"]).clamp(-5, 5)
+        present = (props.amax(1) > 0.5) | slot_hidden
+        return {"sf": sf / scale[:, None, None], "column_visible": column_visible, "properties": props,
+                "slot_present": present, "slot_hidden": slot_hidden, "log_scale": log_scale}, scale
+
+    def augmented(self, sf, props, gen):
+        b = sf.shape[0]
+        noise = 1 + self.cfg["noise"] * torch.randn(sf.shape, generator=gen, device=sf.device)
+        keep = ~M.bernoulli((b, N_K), self.cfg["column_drop"], gen, sf.device)
+        none_hidden = torch.zeros(b, N_SLOTS, dtype=torch.bool, device=sf.device)
+        return self.encoder_inputs(sf * noise, props, keep, none_hidden)[0]
+
+    def make_views(self, batch, gen, train):
+        sf, props = batch["sf"], batch["properties"]
+        b = sf.shape[0]
+        dev = sf.device
+        n_hidden = self.cfg["hidden_columns"]
+        all_cols = torch.ones(b, N_K, dtype=torch.bool, device=dev)
+        hidden_cols, col_idx, _ = M.random_subset(all_cols, torch.full((b,), n_hidden, device=dev), gen, n_hidden)
+        slot_present = props.amax(1) > 0.5
+        hide_slot, _ = M.pick_one(slot_present, gen)
+        slot_hidden = torch.arange(N_SLOTS, device=dev)[None, :] == hide_slot[:, None]
+        masked, scale = self.encoder_inputs(sf, props, ~hidden_cols, slot_hidden)
+        view1, view2 = self.augmented(sf, props, gen), self.augmented(sf, props, gen)
+        inputs = {k: torch.cat([masked[k], view1[k], view2[k]], 0) for k in masked}
+        inputs.update(hidden_columns=col_idx, hidden_slot=hide_slot)
+        hidden_values = sf.gather(2, col_idx[:, None, :].expand(-1, N_P, -1)).transpose(1, 2) / scale[:, None, None]
+        targets = {"masked_structure_factors": {"value": hidden_values, "group": col_idx[..., None].expand(-1, -1, N_P)},
+                   "real_from_reciprocal": {"value": props.gather(2, hide_slot[:, None, None].expand(-1, N_P, 1))[..., 0],
+                                            "group": torch.arange(N_P, device=dev).expand(b, -1)},
+                   "augmentation_consistency": {"input1": view1["sf"], "input2": view2["sf"]}}
+        return inputs, targets
+
+    def clean_inputs(self, batch):
+        sf, props = batch["sf"], batch["properties"]
+        b = sf.shape[0]
+        visible = torch.ones(b, N_K, dtype=torch.bool, device=sf.device)
+        hidden = torch.zeros(b, N_SLOTS, dtype=torch.bool, device=sf.device)
+        return self.encoder_inputs(sf, props, visible, hidden)[0]
+
+
+BLOCK_CLASS = StructureFactorsBlock
