@@ -81,50 +81,61 @@ class StructureFactorEncoder(nn.Module):
         d, e, heads, ff, p = cfg["d_model"], cfg["embed_dim"], cfg["heads"], cfg["ff"], cfg["dropout"]
         if e % 3:
             raise ValueError(f"Block 6's embedding is three equal parts (real, reciprocal, interaction); {e} is not")
-        part = e // 3
+        part, w = e // 3, cfg["project_width"]
+        # reciprocal: CNN over the map -> one token per k-point
         c1, c2, c3 = cfg["conv_channels"]
         self.cnn = nn.Sequential(ConvBlock(2 + N_SLOTS, c1, (2, 1)), ConvBlock(c1, c2, (2, 1)), ConvBlock(c2, c3, (2, 1)))
         rows = math.ceil(math.ceil(math.ceil(N_P / 2) / 2) / 2)          # 92 -> 46 -> 23 -> 12 property rows
         self.column_embed = nn.Linear(c3 * rows, d)
+        self.column_direct = nn.Linear(N_P + 1, d)     # lossless path: the column's own 92 values + visible flag
         self.k_position = nn.Parameter(torch.randn(N_K, d) * 0.02)
         self.scale_embed = nn.Linear(1, d)
         self.column_layer = NN.TransformerLayer(d, heads, ff, p)
         self.column_norm = nn.LayerNorm(d)
         self.column_pool = NN.AttentionPool(d, heads)
+        self.recip_proj = NN.mlp(2 * d, w, part, p)
+        # real: one token per present element slot
         self.slot_embed = nn.Linear(N_P, d)
         self.slot_index = nn.Parameter(torch.randn(N_SLOTS, d) * 0.02)
         self.slot_mask_token = nn.Parameter(torch.randn(d) * 0.02)
         self.slot_layer = NN.TransformerLayer(d, heads, ff, p)
         self.slot_norm = nn.LayerNorm(d)
         self.real_pool = NN.AttentionPool(d, heads)
-        self.cross_layer = NN.TransformerLayer(d, heads, ff, p, cross=True)
-        self.cross_norm = nn.LayerNorm(d)
-        self.inter_pool = NN.AttentionPool(d, heads)
-        w = cfg["project_width"]
         self.real_proj = NN.mlp(2 * d, w, part, p)
-        self.recip_proj = NN.mlp(2 * d, w, part, p)
+        # interaction: one token per property row = its reciprocal row F[p, :] + which slots have property p;
+        # self-attention over the rows, cross-attention to the slot tokens
+        self.row_embed = nn.Linear(N_K + 2 * N_SLOTS, d)
+        self.row_position = nn.Parameter(torch.randn(N_P, d) * 0.02)
+        self.row_layer = NN.TransformerLayer(d, heads, ff, p, cross=True)
+        self.row_norm = nn.LayerNorm(d)
+        self.inter_pool = NN.AttentionPool(d, heads)
         self.inter_proj = NN.mlp(2 * d, w, part, p)
 
     def forward(self, x: dict):
-        """Inputs -> (column states (B, 59, d), slot interaction states (B, 4, d), embedding (B, e))."""
-        sf, col_vis, props = x["sf"], x["column_visible"], x["properties"]
+        """Inputs -> column states (B, 59, d), slot states (B, 4, d), row states (B, 92, d), embedding (B, e)."""
+        sf, col_vis, props, hidden = x["sf"], x["column_visible"], x["properties"], x["slot_hidden"]
         b = sf.shape[0]
+        vis = col_vis.to(sf.dtype)
+        scale = self.scale_embed(x["log_scale"][:, None])[:, None, :]
         slot_bits = props.permute(0, 2, 1)[..., None].expand(-1, -1, -1, N_K)            # (B, 4, 92, 59)
-        image = torch.cat([sf[:, None], col_vis[:, None, None, :].to(sf.dtype).expand(-1, 1, N_P, -1), slot_bits], 1)
-        fmap = self.cnn(image)                                                           # (B, C, 23, 59)
+        image = torch.cat([sf[:, None], vis[:, None, None, :].expand(-1, 1, N_P, -1), slot_bits], 1)
+        fmap = self.cnn(image)                                                           # (B, C, 12, 59)
         cols = self.column_embed(fmap.permute(0, 3, 1, 2).reshape(b, N_K, -1))
-        cols = cols + self.k_position + self.scale_embed(x["log_scale"][:, None])[:, None, :]
+        cols = cols + self.column_direct(torch.cat([sf.transpose(1, 2), vis[..., None]], -1)) + self.k_position + scale
         cols = self.column_norm(self.column_layer(cols, None))
         recip = self.recip_proj(torch.cat([self.column_pool(cols, None), cols.mean(1)], -1))
 
         present = x["slot_present"]
         slots = self.slot_embed(props.transpose(1, 2))                                   # (B, 4, d)
-        slots = torch.where(x["slot_hidden"][..., None], self.slot_mask_token.to(slots.dtype), slots) + self.slot_index
+        slots = torch.where(hidden[..., None], self.slot_mask_token.to(slots.dtype), slots) + self.slot_index
         slots = self.slot_norm(self.slot_layer(slots, present))
         real = self.real_proj(torch.cat([self.real_pool(slots, present), NN.masked_mean(slots, present)], -1))
-        inter = self.cross_norm(self.cross_layer(slots, present, cols, None))
-        interaction = self.inter_proj(torch.cat([self.inter_pool(inter, present), NN.masked_mean(inter, present)], -1))
-        return cols, inter, torch.cat([real, recip, interaction], -1)
+
+        flags = hidden[:, None, :].to(sf.dtype).expand(-1, N_P, -1)
+        rows = self.row_embed(torch.cat([sf, props, flags], -1)) + self.row_position + scale
+        rows = self.row_norm(self.row_layer(rows, None, slots, present))
+        interaction = self.inter_proj(torch.cat([self.inter_pool(rows, None), rows.mean(1)], -1))
+        return cols, slots, rows, torch.cat([real, recip, interaction], -1)
 
 
 class StructureFactorModel(nn.Module):
@@ -133,25 +144,34 @@ class StructureFactorModel(nn.Module):
         d, e, w = cfg["d_model"], cfg["embed_dim"], cfg["head_width"]
         self.encoder = StructureFactorEncoder(cfg)
         self.column_part, self.column_global = nn.Linear(d, w), nn.Linear(e, w, bias=False)
-        self.column_out = nn.Sequential(nn.GELU(), nn.Linear(w, N_P))
-        self.slot_part, self.slot_global = nn.Linear(d, w), nn.Linear(e, w, bias=False)
-        self.slot_out = nn.Sequential(nn.GELU(), nn.Linear(w, N_P))
+        self.column_out = nn.Sequential(nn.GELU(), nn.Linear(w, N_P + N_SLOTS))
+        # the task standardises per k-point: a learned affine map per k-point
+        self.column_gain = nn.Parameter(torch.ones(N_K))
+        self.column_bias = nn.Parameter(torch.zeros(N_K))
+        self.row_part, self.row_slot, self.row_global = nn.Linear(d, w), nn.Linear(d, w, bias=False), nn.Linear(e, w, bias=False)
+        self.row_out = nn.Sequential(nn.GELU(), nn.Linear(w, 1))
         self.projector = NN.projector(e, cfg["projector_width"])
 
     def embed(self, inputs: dict) -> torch.Tensor:
-        return self.encoder(inputs)[2]
+        return self.encoder(inputs)[3]
 
     def forward(self, inputs: dict) -> dict:
-        cols, slots, emb = self.encoder(inputs)
+        cols, slots, rows, emb = self.encoder(inputs)
         n = inputs["hidden_columns"].shape[0]
-        masked_cols, masked_slots, masked_emb = cols[:n], slots[:n], emb[:n]
-        hid_cols = NN.gather_rows(masked_cols, inputs["hidden_columns"])                # (B, 8, d)
-        sf_pred = self.column_out(self.column_part(hid_cols) + self.column_global(masked_emb)[:, None, :])
-        hid_slot = NN.gather_rows(masked_slots, inputs["hidden_slot"][:, None])[:, 0]     # (B, d)
-        props_pred = self.slot_out(self.slot_part(hid_slot) + self.slot_global(masked_emb))
+        emb_m = emb[:n]
+        # 11: F[:, k] = sum over slots of P[:, slot] * wave[slot, k] -> predict the slots' waves at each hidden
+        # k-point, apply them to the visible property bits, plus a free residual
+        idx = inputs["hidden_columns"]
+        out = self.column_out(self.column_part(NN.gather_rows(cols[:n], idx)) + self.column_global(emb_m)[:, None, :])
+        waves, residual = out[..., N_P:], out[..., :N_P]
+        sf_scaled = torch.einsum("bps,bks->bkp", inputs["properties"][:n].to(waves.dtype), waves) + residual
+        sf_pred = sf_scaled * self.column_gain[idx][..., None] + self.column_bias[idx][..., None]
+        # 12: one value per property row, from that row's state, the hidden slot's state and the embedding
+        slot = NN.gather_rows(slots[:n], inputs["hidden_slot"][:, None])                 # (B, 1, d)
+        props_pred = self.row_out(self.row_part(rows[:n]) + self.row_slot(slot) + self.row_global(emb_m)[:, None, :])
         z = self.projector(emb[n:])
         return {"masked_structure_factors": {"value": sf_pred},
-                "real_from_reciprocal": {"value": props_pred},
+                "real_from_reciprocal": {"value": props_pred[..., 0]},
                 "augmentation_consistency": {"z1": z[:n], "z2": z[n:]}}
 
 
