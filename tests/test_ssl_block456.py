@@ -216,3 +216,34 @@ def test_block6_same_seed_same_embeddings(root, tmp_path):
     _, ea = load_embeddings(tmp_path / "a" / "block6_structure_factors" / "embeddings.npz")
     _, eb = load_embeddings(tmp_path / "b" / "block6_structure_factors" / "embeddings.npz")
     assert np.array_equal(ea, eb)
+
+
+def test_blocks_4_to_6_two_process_gloo(root, tmp_path):
+    """DDP path of Blocks 4-6 (sequence cutting per global batch, Barlow Twins gathered across ranks)
+    through train_all under torchrun: 2 gloo processes on CPU."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    sets = [f"{n}:{k}={json.dumps(v, separators=(',', ':'))}" for n in (4, 5, 6) for k, v in TINY[n].items()
+            if k != "embed_dim"]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nnodes=1", "--nproc_per_node=2",
+           str(repo / "SSL_Training" / "train_all.py"), "--data", str(root), "--out", str(tmp_path), "--device", "cpu",
+           "--blocks", "4", "5", "6", "--epochs-scale", "0.1", "--no-progress", "--no-table", "--no-assemble",
+           "--threads", "1"] + [a for s in sets for a in ("--set", s)] + [a for n in (4, 5, 6) for a in ("--set", f"{n}:batch_size=8")]
+    env = dict(os.environ, PYTHONPATH=str(repo), OMP_NUM_THREADS="1")
+    proc = subprocess.run(cmd, cwd=repo, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    for n in (4, 5, 6):
+        block = load_block(n)
+        config = json.loads((tmp_path / block.dirname / "config.json").read_text())
+        assert config["world_size"] == 2 and config["global_batch_size"] == 16
+        metrics = json.loads((tmp_path / block.dirname / "metrics.json").read_text())
+        assert metrics["status"] == "finished"
+        assert all(np.isfinite(metrics["test"][t.name]["model"]) for t in block.tasks)
+        ids, emb = load_embeddings(tmp_path / block.dirname / "embeddings.npz")
+        assert list(ids) == list(D.open_source(root).ids) and np.isfinite(emb).all()
+        ck = torch.load(tmp_path / block.dirname / "best.pt", map_location="cpu", weights_only=True)
+        assert not any(k.startswith("module.") for k in ck["model"])
