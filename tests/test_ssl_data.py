@@ -108,3 +108,15 @@ def test_bad_roots_give_clear_errors(tmp_path):
     np.save(tmp_path / "material_ids.npy", np.array(["a", "b", "a"]))
     with pytest.raises(ValueError, match="duplicated"):
         D.open_source(tmp_path)
+
+
+def test_downstream_test_ids_for_the_inductive_check(tmp_path):
+    folder = tmp_path / "Splitted_Data" / "Split_10Test_90Train"
+    folder.mkdir(parents=True)
+    (folder / "test_ids.txt").write_text("mp-1\nmp-7\n\n")
+    ids, source = D.downstream_test_ids(tmp_path, "random_10")
+    assert ids == ["mp-1", "mp-7"] and source.endswith("test_ids.txt")
+    with pytest.raises(FileNotFoundError, match="exclude-ids"):
+        D.downstream_test_ids(tmp_path, "group")
+    with pytest.raises(KeyError, match="unknown downstream split"):
+        D.downstream_test_ids(tmp_path, "random_50")
