@@ -172,13 +172,17 @@ TINY_SETS = ["1:slot_width=16", "1:set_width=8", "1:hidden=16", "1:projector_wid
 def test_train_all_trains_assembles_and_skips_finished_blocks(tmp_path_factory, tmp_path):
     from ftcp.ssl.train_all import main as train_all
 
+    from ftcp.ssl import data as D
+
     root = synthetic_root_cached(tmp_path_factory.getbasetemp())
+    D.prepare(root, root / "SSL")          # split + normaliser in <root>/SSL; --out below is another directory
     out, table_dir = tmp_path / "ssl", tmp_path / "table"
     argv = ["--data", str(root), "--out", str(out), "--device", "cpu", "--threads", "1", "--epochs-scale", "0.05",
             "--no-progress", "--table-dir", str(table_dir)] + [a for s in TINY_SETS for a in ("--set", s)]
     argv += [a for n in range(1, 7) for a in ("--set", f"{n}:batch_size=32")]
     first = train_all(argv)
     assert all(v["status"] == "finished" for v in first["blocks"].values())
+    assert not (out / "ssl_split.json").exists()
     feats = np.load(out / A.FEATURES_FILE)
     assert feats.shape == (112, L.SSL_DIM) and np.isfinite(feats).all()
     assert first["table"]["tasks_run"] == 13

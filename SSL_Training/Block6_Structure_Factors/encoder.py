@@ -235,32 +235,28 @@ class StructureFactorsBlock(SSLBlock):
         return {"sf": sf / scale[:, None, None], "column_visible": column_visible, "properties": props,
                 "slot_present": present, "slot_hidden": slot_hidden, "log_scale": log_scale}, scale
 
-    def augmented(self, sf, props, gen):
-        b = sf.shape[0]
-        noise = 1 + self.cfg["noise"] * torch.randn(sf.shape, generator=gen, device=sf.device)
-        keep = ~M.bernoulli((b, N_K), self.cfg["column_drop"], gen, sf.device)
-        none_hidden = torch.zeros(b, N_SLOTS, dtype=torch.bool, device=sf.device)
-        return self.encoder_inputs(sf * noise, props, keep, none_hidden)[0]
-
     def make_views(self, batch, gen, train):
+        """One batch of 3B maps: the masked view (tasks 11, 12), then two augmented views (task 13)."""
         sf, props = batch["sf"], batch["properties"]
         b = sf.shape[0]
         dev = sf.device
         n_hidden = self.cfg["hidden_columns"]
         all_cols = torch.ones(b, N_K, dtype=torch.bool, device=dev)
         hidden_cols, col_idx, _ = M.random_subset(all_cols, torch.full((b,), n_hidden, device=dev), gen, n_hidden)
-        slot_present = props.amax(1) > 0.5
-        hide_slot, _ = M.pick_one(slot_present, gen)
+        hide_slot, _ = M.pick_one(props.amax(1) > 0.5, gen)
         slot_hidden = torch.arange(N_SLOTS, device=dev)[None, :] == hide_slot[:, None]
-        masked, scale = self.encoder_inputs(sf, props, ~hidden_cols, slot_hidden)
-        view1, view2 = self.augmented(sf, props, gen), self.augmented(sf, props, gen)
-        inputs = {k: torch.cat([masked[k], view1[k], view2[k]], 0) for k in masked}
+        kept = ~M.bernoulli((2 * b, N_K), self.cfg["column_drop"], gen, dev)             # augmented views
+        noise = 1 + self.cfg["noise"] * torch.randn((2 * b,) + sf.shape[1:], generator=gen, device=dev)
+        views = torch.cat([sf, sf.repeat(2, 1, 1) * noise], 0)
+        visible = torch.cat([~hidden_cols, kept], 0)
+        hidden = torch.cat([slot_hidden, torch.zeros(2 * b, N_SLOTS, dtype=torch.bool, device=dev)], 0)
+        inputs, scale = self.encoder_inputs(views, props.repeat(3, 1, 1), visible, hidden)
         inputs.update(hidden_columns=col_idx, hidden_slot=hide_slot)
-        hidden_values = sf.gather(2, col_idx[:, None, :].expand(-1, N_P, -1)).transpose(1, 2) / scale[:, None, None]
+        hidden_values = sf.gather(2, col_idx[:, None, :].expand(-1, N_P, -1)).transpose(1, 2) / scale[:b, None, None]
         targets = {"masked_structure_factors": {"value": hidden_values, "group": col_idx[..., None].expand(-1, -1, N_P)},
                    "real_from_reciprocal": {"value": props.gather(2, hide_slot[:, None, None].expand(-1, N_P, 1))[..., 0],
                                             "group": torch.arange(N_P, device=dev).expand(b, -1)},
-                   "augmentation_consistency": {"input1": view1["sf"], "input2": view2["sf"]}}
+                   "augmentation_consistency": {"input1": inputs["sf"][b:2 * b], "input2": inputs["sf"][2 * b:]}}
         return inputs, targets
 
     def clean_inputs(self, batch):

@@ -146,16 +146,18 @@ def assemble(ssl_dir, root=None, features_dir=None, blocks=L.BLOCKS, upstream_la
     out_dir.mkdir(parents=True, exist_ok=True)
     _atomic_save_npy(out_dir / FEATURES_FILE, features)
     _atomic_save_npy(out_dir / IDS_FILE, ids.astype(str))
-    prepared = {name: (sha256_file(ssl_dir / name) if (ssl_dir / name).exists() else None)
-                for name in (D.SPLIT_FILE, D.NORMALIZER_FILE)}
-    split = _read_json(ssl_dir / D.SPLIT_FILE) or {}
+    # the prepared files the engine used: the SSL directory's, else <root>/SSL's
+    where = {name: next((d / name for d in (ssl_dir, *([Path(root) / "SSL"] if root is not None else []))
+                         if (d / name).exists()), None) for name in (D.SPLIT_FILE, D.NORMALIZER_FILE)}
+    prepared = {name: (sha256_file(path) if path else None) for name, path in where.items()}
+    split = _read_json(where[D.SPLIT_FILE]) if where[D.SPLIT_FILE] else {}
     info = {
         "kind": "ssl_features", "layout": L.LAYOUT_VERSION, "created": time.strftime("%Y-%m-%d %H:%M:%S"),
         "n_materials": int(len(ids)), "dims": int(features.shape[1]), "dtype": "float32",
         "ids_digest": D.ids_digest(ids), "data_root": None if root is None else str(root), "ssl_dir": str(ssl_dir),
-        "ssl_split": {"file": D.SPLIT_FILE, "sha256": prepared[D.SPLIT_FILE], "seed": split.get("seed"),
+        "ssl_split": {"file": str(where[D.SPLIT_FILE]), "sha256": prepared[D.SPLIT_FILE], "seed": split.get("seed"),
                       "sizes": split.get("sizes"), "excluded_source": split.get("excluded_source")},
-        "normalizer": {"file": D.NORMALIZER_FILE, "sha256": prepared[D.NORMALIZER_FILE]},
+        "normalizer": {"file": str(where[D.NORMALIZER_FILE]), "sha256": prepared[D.NORMALIZER_FILE]},
         "blocks": [{"number": b.number, "name": b.name, "dim": d, "offset": o, "columns": [o, o + d],
                     "embeddings": str(rec["path"].relative_to(ssl_dir)), "sha256": sha256_file(rec["path"]),
                     "train": {k: rec["config"].get("train", {}).get(k) for k in ("epochs", "batch_size", "lr", "seed")},

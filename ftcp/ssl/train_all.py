@@ -100,17 +100,25 @@ def block_config(block, args, sets: dict):
     return TrainConfig.for_block(block, **settings)
 
 
-def _record(block, cfg, ssl_dir: Path, world: int) -> dict:
+def prepared_file(name: str, ssl_dir: Path, root: Path) -> Path:
+    """Where the engine finds a prepared file: the SSL directory, else ``<root>/SSL``."""
+    for d in (ssl_dir, root / "SSL"):
+        if (d / name).exists():
+            return d / name
+    raise FileNotFoundError(f"no {name} in {ssl_dir} or {root / 'SSL'}")
+
+
+def _record(block, cfg, ssl_dir: Path, root: Path, world: int) -> dict:
     from dataclasses import asdict
 
     train = asdict(cfg)
     return {"block": block.number, "train": {k: train[k] for k in TRAIN_KEYS}, "split_seed": cfg.split_seed,
             "model": block.model_config(cfg.model, cfg.embed_dim), "world_size": world,
-            "ssl_split_sha256": sha256_file(ssl_dir / D.SPLIT_FILE),
-            "normalizer_sha256": sha256_file(ssl_dir / D.NORMALIZER_FILE)}
+            "ssl_split_sha256": sha256_file(prepared_file(D.SPLIT_FILE, ssl_dir, root)),
+            "normalizer_sha256": sha256_file(prepared_file(D.NORMALIZER_FILE, ssl_dir, root))}
 
 
-def block_is_done(block, cfg, ssl_dir: Path, world: int) -> tuple[bool, str]:
+def block_is_done(block, cfg, ssl_dir: Path, root: Path, world: int) -> tuple[bool, str]:
     """Whether a finished run with these settings, split and normaliser is already there."""
     bdir = ssl_dir / block.dirname
     for name in ("metrics.json", "embeddings.npz", RECORD_FILE):
@@ -120,7 +128,7 @@ def block_is_done(block, cfg, ssl_dir: Path, world: int) -> tuple[bool, str]:
     if metrics.get("status") != "finished":
         return False, "not finished"
     saved = json.loads((bdir / RECORD_FILE).read_text())
-    now = json.loads(json.dumps(_record(block, cfg, ssl_dir, world)))
+    now = json.loads(json.dumps(_record(block, cfg, ssl_dir, root, world)))
     diff = sorted(k for k in set(now) | set(saved) if k not in ("embeddings_sha256",) and now.get(k) != saved.get(k))
     if diff:
         return False, f"settings changed ({', '.join(diff)})"
@@ -168,7 +176,7 @@ def run_all(args, log=print) -> dict:
         for n in args.blocks:
             block = load_block(n)
             cfg = block_config(block, args, sets)
-            done, why = block_is_done(block, cfg, ssl_dir, ddp.world) if not args.restart else (False, "--restart")
+            done, why = block_is_done(block, cfg, ssl_dir, root, ddp.world) if not args.restart else (False, "--restart")
             if done:
                 if say:
                     say(f"block {n} ({block.name}): already trained with these settings, skipped")
@@ -186,7 +194,7 @@ def run_all(args, log=print) -> dict:
             if metrics.get("status") != "finished":
                 raise RuntimeError(f"block {n} did not finish ({metrics.get('status')}); run the command again to resume")
             if ddp.main:
-                record = _record(block, cfg, ssl_dir, ddp.world)
+                record = _record(block, cfg, ssl_dir, root, ddp.world)
                 record["embeddings_sha256"] = sha256_file(ssl_dir / block.dirname / "embeddings.npz")
                 (ssl_dir / block.dirname / RECORD_FILE).write_text(json.dumps(record, indent=2))
             ddp.barrier()
