@@ -131,9 +131,12 @@ def to_markdown(table: dict) -> str:
               "variance per group; baseline = group mean, ~1), periodic_error (1 - cos 2 pi dx, mean over axes; baseline = "
               "best constant point), rmse (physical units; baseline = mean), retrieval_top1 (the other view among 256; "
               "baseline = chance). All values from each block's best checkpoint (lowest validation loss).", "",
-              "| block | epochs run (best) | batch | lr | seed | device | world | train s |", "|---|---|---|---|---|---|---|---|"]
+              "| block | materials train / val / test | epochs run (best) | batch | lr | seed | device | world | train s |",
+              "|---|---|---|---|---|---|---|---|---|"]
     for key, p in table["blocks"].items():
-        lines.append(f"| {key} | {_fmt(p['epochs_run'])} ({_fmt(p['best_epoch'])}) | {_fmt(p['batch_size'])} | "
+        parts = p.get("parts") or {}
+        lines.append(f"| {key} | {' / '.join(_fmt(parts.get(k)) for k in ('train', 'val', 'test'))} | "
+                     f"{_fmt(p['epochs_run'])} ({_fmt(p['best_epoch'])}) | {_fmt(p['batch_size'])} | "
                      f"{_fmt(p['lr'])} | {_fmt(p['seed'])} | {p['device_name'] or p['device'] or '-'} | "
                      f"{_fmt(p['world_size'])} | {_fmt(p['train_seconds'])} |")
     return "\n".join(lines) + "\n"
