@@ -188,6 +188,15 @@ def test_train_all_trains_assembles_and_skips_finished_blocks(tmp_path_factory, 
     assert first["table"]["tasks_run"] == 13
     md = (table_dir / P.MD_FILE).read_text()
     assert "of 13** tasks have test >= validation" in md
+    # a checkpoint brought back alone (e.g. from a GPU box) re-exports the same embeddings
+    from ftcp.ssl.cli import main as ssl_main
+    from ftcp.ssl.export import load_embeddings
+
+    ssl_main(["export", "--block", "4", "--data", str(root), "--out", str(out), "--to", str(tmp_path / "b4.npz")])
+    ids4, emb4 = load_embeddings(out / "block4_site_occupancy" / "embeddings.npz")
+    ids_re, emb_re = load_embeddings(tmp_path / "b4.npz")
+    assert list(ids_re) == list(ids4)
+    np.testing.assert_allclose(emb_re, emb4, rtol=1e-5, atol=1e-6)
     again = train_all(argv)
     assert all(v["status"] == "skipped (done)" for v in again["blocks"].values())
     assert np.array_equal(np.load(out / A.FEATURES_FILE), feats)
