@@ -4,10 +4,12 @@
   of each element slot.
 * Reciprocal part, columns 4-62: the 92 x 59 map ``F = P[:, site slot] @ (pi hkl . r)`` (the
   reference's linear phase): for every property and k-point, a sum over the sites whose
-  element has that property.  Values are large and signed (|F| up to ~450 on mp_36k, 78 %
+  element has that property.  Values are large and signed (|F| up to ~500 on mp_36k, 78 %
   zeros), so the encoder does not see the row-min-max normalised values (they squash the
   binary real part to 0.5 +- 0.001): the map is divided by its own RMS over the visible
-  entries, and the log of that scale (standardised on SSL-train) is a separate input.
+  entries (softly floored at 0.1 x the SSL-train median, so a map whose visible part is ~0
+  cannot blow up its hidden part), and the log of that scale (standardised on SSL-train) is a
+  separate input.
 
 Encoder (upstream's CNN + real-space branch family, batched, no per-sample loops), 768 =
 3 x 256:
@@ -15,24 +17,30 @@ Encoder (upstream's CNN + real-space branch family, batched, no per-sample loops
 * reciprocal branch: a 2-D CNN over the map (channels: the scaled values, the column-visible
   flag, and the four slots' property bits broadcast along k, so a filter can relate a row of F
   to the slots that have that property) - 3 x [Conv 3x3, GroupNorm, GELU], each halving the
-  property axis (92 -> 12) and keeping all 59 k-points - then one token per k-point (the column's features, flattened) + a
-  learned k-position embedding + the scale embedding -> 1 transformer layer over the 59
-  columns -> attention pooling + mean -> MLP = ``reciprocal`` (256);
+  property axis (92 -> 12) and keeping all 59 k-points - then one token per k-point: the
+  column's CNN features + a lossless linear embedding of its own 92 values + a learned
+  k-position embedding + the scale embedding -> 1 transformer layer over the 59 columns ->
+  attention pooling + mean -> MLP = ``reciprocal`` (256);
 * real branch: one token per present element slot (Linear of its 92 bits, a learned mask
   token where the slot is hidden, + a slot-index embedding) -> 1 transformer layer over the
   slots (key-padding mask) -> pooling -> MLP = ``real`` (256);
-* interaction: the slot tokens cross-attend over the 59 column tokens (1 layer) -> pooling ->
-  MLP = ``interaction`` (256).  (Upstream's "cross-space attention" had a single key, i.e. a
+* interaction branch: one token per property row p (its reciprocal row F[p, :], which slots
+  have property p, which slot is hidden) + a row-position embedding -> 1 layer of
+  self-attention over the 92 rows and cross-attention to the slot tokens -> pooling -> MLP =
+  ``interaction`` (256).  (Upstream's "cross-space attention" had a single key, i.e. it was a
   linear map.)
 
 Pretext tasks (one masked view for 11 and 12, two augmented views for 13, all three encoded
 in one batched pass):
 
 11. ``masked_structure_factors`` - 8 of the 59 reciprocal columns are hidden (zeroed, flagged);
-    predict each hidden column's 92 values (in the crystal's visible-RMS units), MSE on
+    predict each hidden column's 92 values (in the crystal's visible-RMS units): the head
+    predicts the slots' waves at that k-point and applies them to the visible property bits
+    (F[:, k] = sum over slots of P[:, slot] w[slot, k]) plus a free residual; MSE on
     targets standardised per k-point; metric: MSE / SSL-train variance (mean predictor ~1).
 12. ``real_from_reciprocal`` - one present element slot's 92-d property vector is hidden
-    (mask token) and recovered from the reciprocal map and the other slots; MSE on targets
+    (mask token; zeroed and flagged in the row tokens) and recovered, one value per property
+    row, from the reciprocal map and the other slots; MSE on targets
     standardised per property (standard deviation floored at 0.05 for rare bins); metric:
     MSE / SSL-train variance per property (per-property mean ~1).
 13. ``augmentation_consistency`` - Barlow Twins (projector 512-512-512, gathered across ranks)
