@@ -39,7 +39,7 @@ from ftcp.ssl.engine import TrainConfig, run_block, setup_distributed  # noqa: E
 from ftcp.ssl.export import load_embeddings  # noqa: E402
 
 #: the faster settings documented in SSL_Training/README.md (larger batches, scaled learning rates)
-FAST = {1: {}, 2: {}, 3: {"batch_size": 256, "lr": 2e-3, "warmup_epochs": 1.0}}
+FAST = {1: {}, 2: {}, 3: {"batch_size": 256, "lr": 2e-3, "warmup_epochs": 1.0}, 4: {}, 5: {}, 6: {}}
 
 
 # ------------------------------------------------------------------------------------------
@@ -122,7 +122,7 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--data", required=True)
     p.add_argument("--out", default=None, help="SSL directory (default <data>/SSL)")
-    p.add_argument("--blocks", type=int, nargs="+", default=[1, 2, 3])
+    p.add_argument("--blocks", type=int, nargs="+", default=[1, 2, 3, 4, 5, 6])
     p.add_argument("--device", default="auto")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--preset", choices=("upstream", "fast"), default="upstream")

@@ -3,6 +3,10 @@
     python -m ftcp.ssl prepare --data ROOT [--out SSL_DIR]     # split, normaliser, B2 crystal systems (CPU, pymatgen)
     python -m ftcp.ssl pack --data ROOT --out PACK --blocks 1 2 3   # compact data root for a GPU box
     python -m ftcp.ssl train --block N [train flags]          # same as SSL_Training/Block*/train_blockN.py
+    python -m ftcp.ssl train-all --data ROOT [--quick]         # blocks 1-6 (resuming), assemble, pretext table
+    python -m ftcp.ssl assemble --data ROOT [--upstream-layout]   # the 2,048-d table by material ID
+    python -m ftcp.ssl pretext-table --data ROOT               # Supplemental Information/pretext_tasks.{md,json}
+    python -m ftcp.ssl export --block N --data ROOT [--checkpoint best.pt]   # re-export from a checkpoint
 
 ``register_cli(subparsers)`` adds the same commands as ``ssl-prepare``, ``ssl-pack`` and
 ``ssl-train`` to another argparse program (e.g. the ``ftcp`` console script).
@@ -197,11 +201,88 @@ def _add_commands(sub, prefix: str = ""):
     p.add_argument("--block", type=int, required=True, choices=range(1, 7))
     add_train_args(p)
     p.set_defaults(func=cmd_train)
+    _add_pipeline_commands(sub, prefix)
 
 
 def register_cli(subparsers):
     """Add ``ssl-prepare``, ``ssl-pack`` and ``ssl-train`` to an argparse subparsers object."""
     _add_commands(subparsers, prefix="ssl-")
+
+
+# ------------------------------------------------------------------------------------------
+# all six blocks: train-all, assemble, pretext-table, export (ftcp.ssl.train_all / assemble / pretext_table)
+def cmd_train_all(args):
+    from .train_all import run_all
+
+    return run_all(args)
+
+
+def cmd_assemble(args):
+    from .assemble import assemble
+
+    root = D.data_root(args.data)
+    assemble(Path(args.out) if args.out else root / "SSL", root=root, features_dir=args.features_dir,
+             upstream_layout=args.upstream_layout)
+
+
+def cmd_pretext_table(args):
+    from .pretext_table import write_table
+
+    root = D.data_root(args.data)
+    write_table(Path(args.out) if args.out else root / "SSL", Path(args.to) if args.to else
+                REPO_ROOT / "Supplemental Information", command=args.command, data_root=root)
+
+
+def cmd_export(args):
+    """Re-export a block's embeddings from a checkpoint (e.g. a best.pt brought back from a GPU box)."""
+    import numpy as np
+
+    from .engine import Dist, DeviceData, load_block_fields, resolve_device
+    from .export import embed_positions, load_block_model, save_embeddings
+
+    block = load_block(args.block)
+    data = D.prepare(args.data, args.out, args.split_seed, create=False)
+    checkpoint = Path(args.checkpoint) if args.checkpoint else data.ssl_dir / block.dirname / "best.pt"
+    device = resolve_device(args.device, Dist())
+    model = load_block_model(block, checkpoint, device)
+    fields = load_block_fields(block, data)
+    dd = DeviceData(fields, block.lengths(fields), block.sequence_fields, device)
+    emb = embed_positions(block, model, dd, np.arange(len(data.ids)), args.batch_size)
+    out = Path(args.to) if args.to else data.ssl_dir / block.dirname / "embeddings.npz"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    save_embeddings(out, data.ids, emb)
+    print(f"exported block {block.number} from {checkpoint}: {emb.shape} -> {out}")
+
+
+def _add_pipeline_commands(sub, prefix: str = ""):
+    from .train_all import add_arguments
+
+    p = sub.add_parser(prefix + "train-all", help="train all six blocks (resuming), assemble, write the pretext table")
+    add_arguments(p)
+    p.set_defaults(func=cmd_train_all)
+    p = sub.add_parser(prefix + "assemble", help="join the six block embeddings by material ID (2,048-d table)")
+    p.add_argument("--data", default=None)
+    p.add_argument("--out", default=None, help="SSL directory with the block outputs (default <data>/SSL)")
+    p.add_argument("--features-dir", default=None, help="where ssl_features.* go (default: the SSL directory)")
+    p.add_argument("--upstream-layout", action="store_true",
+                   help="also write Split_*/{Train,Test}/*_Extracted_Features_*.npy for every split of the data root")
+    p.set_defaults(func=cmd_assemble)
+    p = sub.add_parser(prefix + "pretext-table", help="the 13 pretext tasks: val and test vs baselines (md + json)")
+    p.add_argument("--data", default=None)
+    p.add_argument("--out", default=None, help="SSL directory with the block outputs (default <data>/SSL)")
+    p.add_argument("--to", default=None, help="output folder (default: the repo's 'Supplemental Information')")
+    p.add_argument("--command", default=None, help="the training command to record as provenance")
+    p.set_defaults(func=cmd_pretext_table)
+    p = sub.add_parser(prefix + "export", help="re-export one block's embeddings from a checkpoint (CPU is fine)")
+    p.add_argument("--block", type=int, required=True, choices=range(1, 7))
+    p.add_argument("--data", default=None)
+    p.add_argument("--out", default=None, help="SSL directory (default <data>/SSL)")
+    p.add_argument("--split-seed", type=int, default=42)
+    p.add_argument("--checkpoint", default=None, help="default <ssl dir>/block<N>_<name>/best.pt")
+    p.add_argument("--to", default=None, help="output .npz (default <ssl dir>/block<N>_<name>/embeddings.npz)")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--batch-size", type=int, default=2048)
+    p.set_defaults(func=cmd_export)
 
 
 def main(argv=None):

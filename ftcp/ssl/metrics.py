@@ -157,14 +157,19 @@ class RegressionTask(Task):
     pred: ``{"value": (...)}`` in standardised units; target: ``{"value": (...)}`` in physical
     units, optional ``"group": (...) long`` and ``"valid": (...) bool``.  Metrics: ``rmse`` in
     physical units, or ``nmse`` (mean squared error / group variance, i.e. the fraction of
-    variance unexplained; the group-mean baseline scores about 1).
+    variance unexplained; the group-mean baseline scores about 1).  ``min_std`` floors the fitted
+    per-group standard deviation: a group that happens to be (nearly) constant in the baseline
+    pass (a rare bin, a k-point that was only hidden where it is zero) would otherwise turn any
+    later deviation into a loss of ~1e12.
     """
 
     higher_is_better = False
     baseline_kind = "mean of SSL-train targets (per group)"
 
-    def __init__(self, name, weight=1.0, n_groups: int = 1, group_names=None, metric: str = "rmse", units: str = ""):
+    def __init__(self, name, weight=1.0, n_groups: int = 1, group_names=None, metric: str = "rmse", units: str = "",
+                 min_std: float = 1e-6):
         super().__init__(name, weight)
+        self.min_std = float(min_std)   # floor of the fitted per-group std (groups that are nearly constant)
         if metric not in ("rmse", "nmse"):
             raise ValueError("metric must be 'rmse' or 'nmse'")
         self.metric = metric
@@ -201,7 +206,7 @@ class RegressionTask(Task):
         n = state["n"].clamp_min(1)
         mean = state["sum"] / n
         var = (state["sumsq"] / n - mean ** 2).clamp_min(0)
-        std = torch.where(state["n"] > 1, var.sqrt(), torch.ones_like(var)).clamp_min(1e-6)
+        std = torch.where(state["n"] > 1, var.sqrt(), torch.ones_like(var)).clamp_min(self.min_std)
         self.fitted = {"mean": mean, "std": std, "n": state["n"].clone()}
 
     def eval_init(self, device):

@@ -1,0 +1,236 @@
+"""Train all six SSL blocks, assemble the 2,048-d features and write the pretext-task table.
+
+    python SSL_Training/train_all.py --data Data [--device auto] [--quick | --epochs-scale F] ...
+    python -m ftcp.ssl train-all --data Data ...
+    torchrun --nproc_per_node=2 SSL_Training/train_all.py --data PACK --device cuda ...
+
+Steps: (1) ``prepare`` when the SSL split / normaliser / crystal systems are missing (a region
+pack must carry them); (2) blocks 1..6 in order through ``ftcp.ssl.engine.run_block`` -
+a block whose ``metrics.json`` and ``embeddings.npz`` exist and whose ``train_all.json``
+record matches the current settings, split and normaliser is skipped; anything else resumes
+from its ``last.pt`` (or refuses a ``last.pt`` of other settings: ``--restart``); (3) rank 0
+joins the embeddings by material ID (``ftcp.ssl.assemble``) and writes the pretext table
+(``ftcp.ssl.pretext_table``).  Under torchrun every rank runs every block (DDP), the process
+group is created once for all of them.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from .. import layout as L
+from ..io_utils import sha256_file
+from . import data as D
+
+RECORD_FILE = "train_all.json"
+#: ``--quick``: every block's upstream epoch count times this (at least 1)
+QUICK_EPOCHS_SCALE = 0.15
+#: ``--preset fast``: the larger-batch settings of benchmarks/bench_ssl.py (Block 3; Blocks 4-6 have none
+#: measured yet and train with their upstream settings)
+FAST = {3: {"batch_size": 256, "lr": 2e-3, "warmup_epochs": 1.0}}
+TRAIN_KEYS = ("epochs", "batch_size", "lr", "patience", "weight_decay", "grad_clip", "warmup_epochs", "seed",
+              "max_samples", "amp", "bucket", "eval_batch_size")
+
+
+def add_arguments(p: argparse.ArgumentParser):
+    from .cli import add_data_args
+
+    add_data_args(p)
+    p.add_argument("--blocks", type=int, nargs="+", default=[b.number for b in L.BLOCKS], choices=range(1, 7),
+                   help="blocks to train (default all six); the features are assembled whenever all six exist")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda[:N] (default auto: GPU when present)")
+    p.add_argument("--preset", choices=("upstream", "fast"), default="upstream",
+                   help="upstream: each block's upstream lr/batch/epochs; fast: larger batches for GPUs (see README)")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--epochs-scale", type=float, default=None, help="multiply every block's epoch count (min 1)")
+    g.add_argument("--quick", action="store_true", help=f"short schedules: epochs x {QUICK_EPOCHS_SCALE} (min 1)")
+    p.add_argument("--max-samples", type=int, default=None, help="cap SSL-train per block (export still covers all)")
+    p.add_argument("--seed", type=int, default=42, help="training seed (default 42)")
+    p.add_argument("--set", action="append", default=[], metavar="N:KEY=VALUE",
+                   help="per-block setting, repeatable: a training setting (epochs, batch_size, lr, patience, "
+                        "warmup_epochs, max_samples) or a model setting (e.g. 6:conv_channels=[8,16,32])")
+    p.add_argument("--amp", choices=("auto", "bf16", "off"), default="auto")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (on a busy CPU, 1 is often fastest)")
+    p.add_argument("--workers", type=int, default=None, help="processes for the crystal-system targets (prepare)")
+    p.add_argument("--restart", action="store_true", help="retrain every selected block from scratch")
+    p.add_argument("--no-assemble", action="store_true")
+    p.add_argument("--upstream-layout", action="store_true",
+                   help="also write Split_*/{Train,Test}/*_Extracted_Features_*.npy for every split of the data root")
+    p.add_argument("--table-dir", default=None,
+                   help="where pretext_tasks.{md,json} go (default: 'Supplemental Information' of the repo)")
+    p.add_argument("--no-table", action="store_true")
+    p.add_argument("--no-progress", action="store_true")
+
+
+def _parse_sets(items) -> dict[int, dict]:
+    out: dict[int, dict] = {}
+    for item in items:
+        try:
+            n, kv = item.split(":", 1)
+            k, v = kv.split("=", 1)
+        except ValueError:
+            raise SystemExit(f"--set expects N:KEY=VALUE, got {item!r}") from None
+        try:
+            value = json.loads(v)
+        except json.JSONDecodeError:
+            value = v
+        out.setdefault(int(n), {})[k] = value
+    return out
+
+
+def block_config(block, args, sets: dict):
+    """The TrainConfig of one block for these arguments."""
+    from .engine import TrainConfig
+
+    own = dict(sets.get(block.number, {}))
+    train = {k: own.pop(k) for k in list(own) if k in TRAIN_KEYS}
+    preset = FAST.get(block.number, {}) if args.preset == "fast" else {}
+    epochs = train.pop("epochs", None)
+    if epochs is None:
+        scale = QUICK_EPOCHS_SCALE if args.quick else args.epochs_scale
+        epochs = max(1, int(round(block.defaults.epochs * scale))) if scale else block.defaults.epochs
+    settings = {**preset, **train, "epochs": int(epochs), "seed": args.seed, "split_seed": args.split_seed,
+                "device": args.device, "amp": args.amp, "threads": args.threads, "progress": not args.no_progress,
+                "resume": not args.restart, "model": own}
+    if args.max_samples is not None and "max_samples" not in train:
+        settings["max_samples"] = args.max_samples
+    return TrainConfig.for_block(block, **settings)
+
+
+def prepared_file(name: str, ssl_dir: Path, root: Path) -> Path:
+    """Where the engine finds a prepared file: the SSL directory, else ``<root>/SSL``."""
+    for d in (ssl_dir, root / "SSL"):
+        if (d / name).exists():
+            return d / name
+    raise FileNotFoundError(f"no {name} in {ssl_dir} or {root / 'SSL'}")
+
+
+def _record(block, cfg, ssl_dir: Path, root: Path, world: int) -> dict:
+    from dataclasses import asdict
+
+    train = asdict(cfg)
+    return {"block": block.number, "train": {k: train[k] for k in TRAIN_KEYS}, "split_seed": cfg.split_seed,
+            "model": block.model_config(cfg.model, cfg.embed_dim), "world_size": world,
+            "ssl_split_sha256": sha256_file(prepared_file(D.SPLIT_FILE, ssl_dir, root)),
+            "normalizer_sha256": sha256_file(prepared_file(D.NORMALIZER_FILE, ssl_dir, root))}
+
+
+def block_is_done(block, cfg, ssl_dir: Path, root: Path, world: int) -> tuple[bool, str]:
+    """Whether a finished run with these settings, split and normaliser is already there."""
+    bdir = ssl_dir / block.dirname
+    for name in ("metrics.json", "embeddings.npz", RECORD_FILE):
+        if not (bdir / name).exists():
+            return False, f"no {name}"
+    metrics = json.loads((bdir / "metrics.json").read_text())
+    if metrics.get("status") != "finished":
+        return False, "not finished"
+    saved = json.loads((bdir / RECORD_FILE).read_text())
+    now = json.loads(json.dumps(_record(block, cfg, ssl_dir, root, world)))
+    diff = sorted(k for k in set(now) | set(saved) if k not in ("embeddings_sha256",) and now.get(k) != saved.get(k))
+    if diff:
+        return False, f"settings changed ({', '.join(diff)})"
+    if saved.get("embeddings_sha256") != sha256_file(bdir / "embeddings.npz"):
+        return False, "embeddings.npz changed since it was trained"
+    return True, "done"
+
+
+def ensure_prepared(root: Path, ssl_dir: Path, args, need_crystal_systems: bool, log=print):
+    """SSL split + normaliser (+ Block 2 crystal systems): made here when missing."""
+    from . import targets
+    from .cli import exclusion
+
+    exclude, source = exclusion(args)
+    data = D.prepare(root, ssl_dir, args.split_seed, exclude, source, create=True)
+    if need_crystal_systems:
+        targets.ensure_crystal_systems(data.source, data.ssl_dir, data.search_dirs()[1:], workers=args.workers,
+                                       progress=not args.no_progress)
+    return exclude, source
+
+
+def run_all(args, log=print) -> dict:
+    import torch
+
+    from .assemble import assemble
+    from .cli import REPO_ROOT, load_block
+    from .engine import run_block, setup_distributed
+    from .pretext_table import write_table
+
+    t0 = time.perf_counter()
+    root = D.data_root(args.data)
+    ssl_dir = Path(args.out) if args.out else root / "SSL"
+    kind = "cuda" if args.device.startswith("cuda") or (args.device == "auto" and torch.cuda.is_available()) else "cpu"
+    ddp = setup_distributed(kind)          # one process group for all blocks (the engine reuses it)
+    say = log if ddp.main else None
+    sets = _parse_sets(args.set)
+    try:
+        if ddp.main:
+            exclude, source = ensure_prepared(root, ssl_dir, args, 2 in args.blocks, log)
+        ddp.barrier()
+        if not ddp.main:
+            from .cli import exclusion
+            exclude, source = exclusion(args)
+        summary = {"blocks": {}, "data": str(root), "ssl_dir": str(ssl_dir), "world_size": ddp.world}
+        for n in args.blocks:
+            block = load_block(n)
+            cfg = block_config(block, args, sets)
+            done, why = block_is_done(block, cfg, ssl_dir, root, ddp.world) if not args.restart else (False, "--restart")
+            if done:
+                if say:
+                    say(f"block {n} ({block.name}): already trained with these settings, skipped")
+                summary["blocks"][n] = {"status": "skipped (done)"}
+                continue
+            if say:
+                say(f"block {n} ({block.name}): training ({why}); epochs {cfg.epochs}, batch {cfg.batch_size}, lr {cfg.lr}")
+            t = time.perf_counter()
+            metrics = run_block(block, cfg, root=root, ssl_dir=ssl_dir, exclude=exclude, exclude_source=source, log=say)
+            timing = metrics.get("timing", {})
+            summary["blocks"][n] = {"status": metrics.get("status"), "seconds": time.perf_counter() - t,
+                                    "epochs_run": metrics.get("epochs_run"), "train_seconds": timing.get("train_seconds"),
+                                    "samples_per_s": timing.get("samples_per_s"),
+                                    "export_seconds": timing.get("export_seconds")}
+            if metrics.get("status") != "finished":
+                raise RuntimeError(f"block {n} did not finish ({metrics.get('status')}); run the command again to resume")
+            if ddp.main:
+                record = _record(block, cfg, ssl_dir, root, ddp.world)
+                record["embeddings_sha256"] = sha256_file(ssl_dir / block.dirname / "embeddings.npz")
+                (ssl_dir / block.dirname / RECORD_FILE).write_text(json.dumps(record, indent=2))
+            ddp.barrier()
+        if ddp.main:
+            command = " ".join([Path(sys.argv[0]).name] + sys.argv[1:])
+            have_all = all((ssl_dir / f"block{b.number}_{b.name}" / "embeddings.npz").exists() for b in L.BLOCKS)
+            if not args.no_assemble and have_all:
+                t = time.perf_counter()
+                assemble(ssl_dir, root=root, upstream_layout=args.upstream_layout, log=log)
+                summary["assemble_seconds"] = time.perf_counter() - t
+            if not args.no_table:
+                table_dir = Path(args.table_dir) if args.table_dir else REPO_ROOT / "Supplemental Information"
+                summary["table"] = write_table(ssl_dir, table_dir, command=command, data_root=root, log=log)["summary"]
+            summary["total_seconds"] = time.perf_counter() - t0
+            summary.update(date=time.strftime("%Y-%m-%d %H:%M:%S"), command=command,
+                           device=torch.cuda.get_device_name() if kind == "cuda" else "cpu",
+                           threads=torch.get_num_threads())
+            (ssl_dir / "train_all_summary.json").write_text(json.dumps(summary, indent=2, default=str))
+            log(f"train-all finished in {summary['total_seconds']:.1f} s: "
+                + ", ".join(f"B{n} {v.get('seconds', 0):.0f}s" for n, v in summary["blocks"].items())
+                + (f", assembly {summary['assemble_seconds']:.1f}s" if "assemble_seconds" in summary else ""))
+        ddp.barrier()
+        return summary
+    finally:
+        if ddp.owns_group:
+            import torch.distributed as dist
+            if dist.is_initialized():
+                dist.destroy_process_group()
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description="Train the six SSL blocks (resuming finished ones), assemble the 2,048-d "
+                                            "features and write the pretext-task table.")
+    add_arguments(p)
+    return run_all(p.parse_args(argv))
+
+
+if __name__ == "__main__":
+    main()
