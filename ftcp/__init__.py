@@ -4,6 +4,7 @@ Public API (stable):
     featurize(structures, phase="linear") -> (N, 400, 63) array
     to_structure(ftcp_array) -> pymatgen Structure
     layout: the FTCP row/column bands and the six SSL blocks
+    open_dataset(root=None) -> Dataset view of a native store or the upstream layout
 """
 from . import layout
 from .featurizer import PHASES, RejectedStructure, check_structure, featurize, to_structure
@@ -11,5 +12,14 @@ from .normalize import RowMinMaxScaler
 
 __version__ = "0.1.0"
 
-__all__ = ["featurize", "to_structure", "check_structure", "RejectedStructure", "PHASES",
+
+def __getattr__(name):
+    # lazy: the dataset view pulls in pandas, which plain featurization does not need
+    if name == "open_dataset":
+        from .dataset import open_dataset
+        return open_dataset
+    raise AttributeError(f"module 'ftcp' has no attribute {name!r}")
+
+
+__all__ = ["open_dataset", "featurize", "to_structure", "check_structure", "RejectedStructure", "PHASES",
            "RowMinMaxScaler", "layout", "__version__"]

@@ -1,0 +1,55 @@
+"""The ``ftcp`` command line (``python -m ftcp ...`` or the ``ftcp`` console script).
+
+Commands come from a registry: every module listed in ``COMMAND_MODULES`` exposes
+``register_cli(subparsers)``, which adds its subcommand(s) and sets ``func(args) -> int``
+as the handler.  Adding a command is a one-line change to this list.  Modules are imported
+when the parser is built; keep heavy imports (pymatgen, torch) inside the handlers.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+
+from .io_utils import DATA_ENV, add_data_argument
+
+COMMAND_MODULES = [
+    "ftcp.store",    # build, info
+    "ftcp.splits",   # split
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="ftcp",
+        description="FTCP crystal representations: build data stores, splits, SSL embeddings and evaluations. "
+                    f"The data root is --data DIR, else ${DATA_ENV}, else ./Data.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    add_data_argument(parser, top_level=True)
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).register_cli(subparsers)
+    return parser
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if getattr(args, "func", None) is None:
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except (FileNotFoundError, FileExistsError, ValueError, KeyError) as exc:
+        # expected user-facing errors: one clear line (set FTCP_TRACEBACK=1 for the traceback)
+        if os.environ.get("FTCP_TRACEBACK"):
+            raise
+        print(f"ftcp {args.command}: error: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

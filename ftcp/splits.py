@@ -1,0 +1,245 @@
+"""Train/test splits of a store, written as material-ID lists.
+
+* Random splits with 10/20/30/40 % test (scikit-learn ``train_test_split``), under
+  ``<root>/Splitted_Data/Split_XXTest_YYTrain/``.
+* A formula-group split (all crystals with one reduced formula on the same side; scikit-learn
+  ``GroupShuffleSplit`` with ``test_size`` = fraction of *formulas*, so the sample fraction is
+  only approximately 10 %), under ``<root>/Group_Splitting/``.
+
+Each folder holds ``train_ids.txt``, ``test_ids.txt`` (one ID per line, in store order) and
+``split.json`` (method, seed, sizes, fractions, sha256 of both lists, the store it came from).
+Same store + same seed -> byte-identical files (no timestamps are written).
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import re
+from pathlib import Path
+
+import numpy as np
+
+from .io_utils import (add_data_argument, atomic_write_json, json_dumps, read_json,
+                       resolve_data_root, sha256_file, write_id_list)
+
+DEFAULT_SEED = 42
+RANDOM_TEST_PERCENTS = (10, 20, 30, 40)
+GROUP_TEST_FRACTION = 0.10
+RANDOM_DIR = "Splitted_Data"
+GROUP_DIR = "Group_Splitting"
+GROUP_NAME = "group"
+_RANDOM_RE = re.compile(r"^Split_(\d+)Test_(\d+)Train$")
+_NAME_RE = re.compile(r"^random_(\d+)$")
+
+
+# ---------------------------------------------------------------------------------------------
+# names <-> folders (shared with ftcp.dataset)
+def random_split_name(test_percent: int) -> str:
+    return f"random_{int(test_percent)}"
+
+
+def random_split_dirname(test_percent: int) -> str:
+    p = int(test_percent)
+    if not 0 < p < 100:
+        raise ValueError(f"test percent must be in 1..99, got {test_percent}")
+    return f"Split_{p}Test_{100 - p}Train"
+
+
+def split_dir(root, name: str) -> Path:
+    """Folder of split ``name`` ("random_10" ... or "group") under data root ``root``."""
+    root = Path(root)
+    if name == GROUP_NAME:
+        return root / GROUP_DIR
+    m = _NAME_RE.match(name)
+    if not m:
+        raise KeyError(f"unknown split name {name!r}; expected 'random_<test percent>' or '{GROUP_NAME}'")
+    return root / RANDOM_DIR / random_split_dirname(int(m.group(1)))
+
+
+def find_split_dirs(root, marker) -> dict[str, Path]:
+    """{split name: folder} for the split folders under ``root`` that satisfy ``marker(folder)``.
+
+    Random splits come first, by test percent, then the group split.
+    """
+    root = Path(root)
+    found: list[tuple[int, str, Path]] = []
+    base = root / RANDOM_DIR
+    if base.is_dir():
+        for d in base.iterdir():
+            m = _RANDOM_RE.match(d.name)
+            if m and int(m.group(1)) + int(m.group(2)) == 100 and d.is_dir() and marker(d):
+                found.append((int(m.group(1)), random_split_name(int(m.group(1))), d))
+    found.sort()
+    out = {name: d for _, name, d in found}
+    if (root / GROUP_DIR).is_dir() and marker(root / GROUP_DIR):
+        out[GROUP_NAME] = root / GROUP_DIR
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# making splits
+def _in_store_order(ids: np.ndarray, take: np.ndarray) -> np.ndarray:
+    return ids[np.sort(take)]
+
+
+def random_split(ids, test_fraction: float, seed: int = DEFAULT_SEED) -> tuple[np.ndarray, np.ndarray]:
+    """Seeded random split of ``ids`` -> (train_ids, test_ids), each in the order of ``ids``."""
+    from sklearn.model_selection import train_test_split
+
+    ids = np.asarray(ids, dtype=str)
+    if not 0.0 < test_fraction < 1.0:
+        raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction}")
+    if len(ids) < 2:
+        raise ValueError(f"need at least 2 crystals to split, got {len(ids)}")
+    train, test = train_test_split(np.arange(len(ids)), test_size=test_fraction,
+                                   random_state=seed, shuffle=True)
+    return _in_store_order(ids, train), _in_store_order(ids, test)
+
+
+def group_split(ids, groups, test_fraction: float = GROUP_TEST_FRACTION,
+                seed: int = DEFAULT_SEED) -> tuple[np.ndarray, np.ndarray]:
+    """Seeded split that never puts one group (e.g. reduced formula) on both sides.
+
+    ``test_fraction`` is the fraction of *groups* sent to test (``GroupShuffleSplit``); the
+    fraction of crystals is close to it but not exact.  Returns (train_ids, test_ids) in the
+    order of ``ids``.
+    """
+    from sklearn.model_selection import GroupShuffleSplit
+
+    ids = np.asarray(ids, dtype=str)
+    groups = np.asarray(groups, dtype=str)
+    if len(groups) != len(ids):
+        raise ValueError(f"{len(ids)} IDs but {len(groups)} group keys")
+    if len(np.unique(groups)) < 2:
+        raise ValueError("need at least 2 distinct groups to make a group split")
+    splitter = GroupShuffleSplit(n_splits=1, test_size=test_fraction, random_state=seed)
+    train, test = next(splitter.split(np.zeros(len(ids)), groups=groups))
+    overlap = np.intersect1d(groups[train], groups[test])
+    assert len(overlap) == 0, f"group split put {len(overlap)} groups on both sides"
+    return _in_store_order(ids, train), _in_store_order(ids, test)
+
+
+def _ids_sha(ids) -> str:
+    return hashlib.sha256("".join(f"{i}\n" for i in ids).encode("utf-8")).hexdigest()
+
+
+def write_split(directory, train_ids, test_ids, info: dict, overwrite: bool = False) -> tuple[dict, str]:
+    """Write ``train_ids.txt``, ``test_ids.txt`` and ``split.json`` into ``directory``.
+
+    Returns (the split.json content, status) where status is "written" or "unchanged".
+    Refuses to replace a different existing split unless ``overwrite``.
+    """
+    directory = Path(directory)
+    train_ids, test_ids = list(train_ids), list(test_ids)
+    both = set(train_ids)
+    if len(both) != len(train_ids) or len(set(test_ids)) != len(test_ids):
+        raise ValueError("duplicated IDs inside a split side")
+    if both.intersection(test_ids):
+        raise ValueError("an ID is on both sides of the split")
+    n = len(train_ids) + len(test_ids)
+    meta = dict(info)
+    meta.update({
+        "n_train": len(train_ids), "n_test": len(test_ids), "n_total": n,
+        "train_fraction": round(len(train_ids) / n, 6), "test_fraction": round(len(test_ids) / n, 6),
+        "sha256": {"train_ids.txt": _ids_sha(train_ids), "test_ids.txt": _ids_sha(test_ids)},
+    })
+    meta_path = directory / "split.json"
+    if meta_path.exists():
+        old = meta_path.read_text(encoding="utf-8")
+        if old == json_dumps(meta) and all(
+                (directory / f).exists() and sha256_file(directory / f) == meta["sha256"][f]
+                for f in ("train_ids.txt", "test_ids.txt")):
+            return meta, "unchanged"
+        if not overwrite:
+            raise FileExistsError(f"{directory} holds a different split; pass overwrite=True "
+                                  "(CLI: --overwrite) to replace it")
+    directory.mkdir(parents=True, exist_ok=True)
+    write_id_list(directory / "train_ids.txt", train_ids)
+    write_id_list(directory / "test_ids.txt", test_ids)
+    atomic_write_json(meta_path, meta)
+    return meta, "written"
+
+
+def make_splits(root=None, seed: int = DEFAULT_SEED, test_percents=RANDOM_TEST_PERCENTS,
+                group_test_fraction: float | None = GROUP_TEST_FRACTION,
+                overwrite: bool = False) -> dict[str, dict]:
+    """Write every random split and the formula-group split of the native store at ``root``.
+
+    Returns {split name: split.json content (+ "status")}.
+    """
+    import sklearn
+
+    from .dataset import open_dataset
+
+    ds = open_dataset(root)
+    if ds.layout != "native":
+        raise ValueError(f"{ds.root} is an upstream-layout dataset; its splits are fixed. "
+                         "Splits are made for native stores only.")
+    ids = ds.ids
+    store = {"material_ids_sha256": sha256_file(ds.root / "material_ids.npy"), "n": int(len(ids))}
+    common = {"seed": int(seed), "store": store, "sklearn_version": sklearn.__version__,
+              "id_order": "store order (material_ids.npy)"}
+    results: dict[str, dict] = {}
+    for pct in test_percents:
+        train, test = random_split(ids, pct / 100.0, seed)
+        info = dict(common, name=random_split_name(pct), method="random",
+                    requested_test_fraction=pct / 100.0,
+                    description="sklearn.model_selection.train_test_split(shuffle=True, random_state=seed)")
+        meta, status = write_split(split_dir(ds.root, random_split_name(pct)), train, test, info, overwrite)
+        results[random_split_name(pct)] = dict(meta, status=status)
+    if group_test_fraction:
+        formulas = ds.part(ids=ids).formulas()
+        missing = formulas == ""
+        # a crystal without a formula forms its own group (never happens for stores we build)
+        groups = np.where(missing, np.char.add("id:", ids), formulas)
+        train, test = group_split(ids, groups, group_test_fraction, seed)
+        in_train = np.isin(ids, train)
+        info = dict(common, name=GROUP_NAME, method="formula_group", group_key="reduced formula",
+                    requested_test_fraction_of_groups=group_test_fraction,
+                    n_groups_train=int(len(np.unique(groups[in_train]))),
+                    n_groups_test=int(len(np.unique(groups[~in_train]))),
+                    n_missing_formula=int(missing.sum()),
+                    description="sklearn.model_selection.GroupShuffleSplit(n_splits=1, random_state=seed), "
+                                "groups = reduced formula")
+        meta, status = write_split(split_dir(ds.root, GROUP_NAME), train, test, info, overwrite)
+        results[GROUP_NAME] = dict(meta, status=status)
+    return results
+
+
+def read_split_info(root, name: str) -> dict:
+    return read_json(split_dir(root, name) / "split.json")
+
+
+# ---------------------------------------------------------------------------------------------
+# CLI
+def register_cli(subparsers) -> None:
+    p = subparsers.add_parser(
+        "split", help="write the random 10/20/30/40 %% and formula-group splits of a store",
+        description="Write seeded train/test splits of the native store under the data root as "
+                    "material-ID lists: Splitted_Data/Split_XXTest_YYTrain/ and Group_Splitting/.")
+    add_data_argument(p)
+    p.add_argument("--seed", type=int, default=DEFAULT_SEED, help="random seed (default %(default)s)")
+    p.add_argument("--test-percents", default=",".join(map(str, RANDOM_TEST_PERCENTS)),
+                   help="comma-separated test percentages of the random splits (default %(default)s)")
+    p.add_argument("--group-test-fraction", type=float, default=GROUP_TEST_FRACTION,
+                   help="fraction of reduced formulas sent to test in the group split; 0 skips it "
+                        "(default %(default)s)")
+    p.add_argument("--overwrite", action="store_true", help="replace existing, different split files")
+    p.set_defaults(func=_cli_split)
+
+
+def _cli_split(args) -> int:
+    percents = [int(x) for x in args.test_percents.split(",") if x.strip()]
+    results = make_splits(resolve_data_root(getattr(args, "data", None)), seed=args.seed,
+                          test_percents=percents, group_test_fraction=args.group_test_fraction or None,
+                          overwrite=args.overwrite)
+    print(f"{'split':<10} {'method':<14} {'train':>8} {'test':>8} {'test %':>7}  status")
+    for name, meta in results.items():
+        print(f"{name:<10} {meta['method']:<14} {meta['n_train']:>8} {meta['n_test']:>8} "
+              f"{100 * meta['test_fraction']:>6.2f}%  {meta['status']}")
+    return 0
+
+
+__all__ = ["DEFAULT_SEED", "RANDOM_TEST_PERCENTS", "GROUP_TEST_FRACTION", "random_split", "group_split",
+           "write_split", "make_splits", "split_dir", "find_split_dirs", "random_split_name",
+           "random_split_dirname", "read_split_info", "register_cli"]
