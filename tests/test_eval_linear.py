@@ -9,11 +9,12 @@ from sklearn.preprocessing import StandardScaler
 from ftcp.evaluation.linear import array_chunks, fit_linear, select_alpha
 
 
-@pytest.fixture(scope="module")
-def problem():
-    """More columns than training rows, constant / duplicated / rare columns, 2 targets."""
+@pytest.fixture(scope="module", params=[60, 150], ids=["n<p dual", "n>p primal"])
+def problem(request):
+    """Constant / collinear / rare columns, 2 targets; fewer (dual path) or more training rows
+    than columns.  Rank-deficient either way (the collinear pair)."""
     rng = np.random.default_rng(0)
-    n_train, n_test, p = 60, 25, 90
+    n_train, n_test, p = request.param, 25, 90
     x = (rng.normal(size=(n_train + n_test, p)) * rng.uniform(0.5, 50, size=p) + 5).astype(np.float32)
     x[:, :10] = 0.0                    # structurally zero
     x[:, 10] = 3.0                     # constant, non-zero
@@ -44,16 +45,35 @@ def _ours(problem, model):
 def test_constant_columns_dropped_and_rank_deficient(problem):
     fit = problem["fit"]
     assert len(fit.active) == 90 - 11          # 10 zero + 1 constant columns dropped
-    assert fit.rank <= 59                      # n_train - 1 (centred), and the collinear pair
+    assert fit.rank(1e-10) <= min(fit.n - 1, 79 - 1)  # centred rows, and the collinear pair
     assert fit.n_features == 90
 
 
-def test_min_norm_ols_equals_sklearn_linear_regression(problem):
-    ours, diag = _ours(problem, "ols")
-    ref = _sk(problem, LinearRegression())
-    np.testing.assert_allclose(ours, ref, rtol=1e-8, atol=1e-8 * np.abs(ref).max())
+@pytest.mark.parametrize("cond", [1e-10, 1e-6])
+def test_min_norm_ols_equals_lstsq(problem, cond):
+    """OLS(cond) = scipy.linalg.lstsq(cond) on the standardised, centred design."""
+    from scipy.linalg import lstsq
+
+    x, y, tr, te = problem["x"], problem["y"], problem["tr"], problem["te"]
+    sc = StandardScaler().fit(x[tr])
+    z = sc.transform(x[tr])
+    zm = z.mean(axis=0)
+    coef = lstsq(z - zm, y[tr] - y[tr].mean(axis=0), cond=cond)[0]
+    ref = (sc.transform(x[te]) - zm) @ coef + y[tr].mean(axis=0)
+    ours, diag = _ours(problem, ("ols", cond))
+    np.testing.assert_allclose(ours, ref, rtol=1e-7, atol=1e-7 * np.abs(ref).max())
     # the rare column drives the test row's standardised value to ~sqrt(n)
     assert diag["max_abs_z"][3] > 7.0
+
+
+def test_ols_equals_sklearn_linear_regression(problem):
+    import sklearn
+
+    major, minor = (int(v) for v in sklearn.__version__.split(".")[:2])
+    cond = 1e-6 if (major, minor) >= (1, 9) else None      # LinearRegression's cutoff changed in 1.9
+    ours, _ = _ours(problem, ("ols", cond) if cond else "ols")
+    ref = _sk(problem, LinearRegression())
+    np.testing.assert_allclose(ours, ref, rtol=1e-7, atol=1e-7 * np.abs(ref).max())
 
 
 def test_ridge_and_pcr_equal_sklearn(problem):
@@ -87,12 +107,25 @@ def test_leave_one_out_equals_ridgecv(problem):
 
 def test_misaligned_ids_raise(problem):
     x, y, ids, tr = problem["x"], problem["y"], problem["ids"], problem["tr"]
-    swapped = ids[tr].copy()
-    swapped[[4, 5]] = swapped[[5, 4]]
-    with pytest.raises(ValueError, match="not aligned"):
-        fit_linear(array_chunks(swapped, x[tr]), ids[tr], y[tr])
-    with pytest.raises(ValueError, match="ended after"):
+    te = problem["te"]
+    with pytest.raises(ValueError, match=f"no feature rows for {len(ids[tr]) - 10} of"):
         fit_linear(array_chunks(ids[:10], x[:10]), ids[tr], y[tr])
+    with pytest.raises(ValueError, match="not among the labelled"):
+        fit_linear(array_chunks(ids[te], x[te]), ids[tr], y[tr])
+    dup = np.concatenate([ids[tr], ids[:1]])
+    with pytest.raises(ValueError, match="repeated"):
+        fit_linear(array_chunks(dup, np.concatenate([x[tr], x[:1]])), ids[tr], y[tr])
+
+
+def test_chunks_in_any_order_join_by_id(problem):
+    """A source yielding rows in another order gives the same fit (rows joined by ID)."""
+    x, y, ids, tr, te = problem["x"], problem["y"], problem["ids"], problem["tr"], problem["te"]
+    perm = np.random.default_rng(1).permutation(len(ids[tr]))
+    fit = fit_linear(array_chunks(ids[tr][perm], x[tr][perm], 13), ids[tr], y[tr])
+    perm_te = np.random.default_rng(2).permutation(25)
+    pred, _ = fit.predict(array_chunks(ids[te][perm_te], x[te][perm_te], 6), ids[te], {"r": ("ridge", 1.0)})
+    ref, _ = _ours(problem, ("ridge", 1.0))
+    np.testing.assert_allclose(pred["r"], ref, rtol=1e-9, atol=1e-9)
     with pytest.raises(ValueError, match="non-finite"):
         bad = y[tr].copy()
         bad[0, 0] = np.nan

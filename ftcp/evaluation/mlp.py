@@ -231,38 +231,41 @@ def inner_split(n: int, val_fraction: float, seed: int, groups=None) -> tuple[np
 
 
 class TorchMLPRegressor:
-    """fit/predict wrapper: standardise (fit rows), restrict inputs, inner early-stopping split.
+    """fit/predict wrapper: standardise (on the fit rows), inner early-stopping split, train.
 
-    ``keep``: input columns to keep (e.g. those that vary anywhere in the data this model
-    will see, train and test); the network is initialised at full width first (see
-    :func:`restrict_inputs`).  ``builder(in_dim) -> nn.Sequential``.
+    ``builder(width) -> nn.Sequential``.  ``init_width``/``init_columns``: build the network
+    at ``init_width`` inputs (e.g. 25,200) and keep only ``init_columns`` of its first layer
+    (see :func:`restrict_inputs`), for inputs ``x`` that hold just those columns (the ones
+    that vary anywhere in the data the model will see).  ``groups`` passed to ``fit`` make
+    the inner validation split group-aware.
     """
 
     def __init__(self, builder, config: TrainConfig, seed: int = 0, device="cpu",
-                 keep: np.ndarray | None = None, val_fraction: float = 0.2):
+                 init_width: int | None = None, init_columns: np.ndarray | None = None,
+                 val_fraction: float = 0.2):
         self.builder, self.config, self.seed, self.device = builder, config, seed, device
-        self.keep, self.val_fraction = keep, val_fraction
+        self.init_width, self.init_columns, self.val_fraction = init_width, init_columns, val_fraction
 
     def _x(self, x, chunk_size: int = 4096):
         out = np.empty((len(x), len(self.mean_)), dtype=np.float32)
         for s in range(0, len(x), chunk_size):
-            xs = x[s:s + chunk_size] if self.keep is None else x[s:s + chunk_size][:, self.keep]
-            out[s:s + chunk_size] = (np.asarray(xs, dtype=np.float64) - self.mean_) / self.scale_
+            out[s:s + chunk_size] = (np.asarray(x[s:s + chunk_size], dtype=np.float64) - self.mean_) / self.scale_
         return out
 
     def fit(self, x, y, groups=None):
         y = np.asarray(y, dtype=np.float64)
-        xs = x if self.keep is None else x[:, self.keep]
-        self.mean_, self.scale_ = column_standardiser(xs)
+        if self.init_columns is not None and len(self.init_columns) != x.shape[1]:
+            raise ValueError(f"{x.shape[1]} input columns but {len(self.init_columns)} init_columns")
+        self.mean_, self.scale_ = column_standardiser(x)
         z = self._x(x)
         tr, va = inner_split(len(z), self.val_fraction, self.seed, groups)
         cfg = self.config
         if cfg.batch_size <= 0:     # upstream: min(256, n_train // 4)
             cfg = TrainConfig(**{**cfg.__dict__, "batch_size": max(2, min(256, len(tr) // 4))})
         seed_everything(self.seed)
-        net = self.builder(x.shape[1])
-        if self.keep is not None:
-            net = restrict_inputs(net, self.keep)
+        net = self.builder(self.init_width or x.shape[1])
+        if self.init_columns is not None:
+            net = restrict_inputs(net, self.init_columns)
         self.result_ = train_regressor(net, z[tr], y[tr], z[va], y[va], cfg, seed=self.seed,
                                        device=self.device)
         self.model_ = self.result_.model

@@ -97,3 +97,42 @@ def _combined_metrics(y_test, base_pred, resid_pred, test_resid) -> dict:
             "delta_rmse": comb["rmse"] - base["rmse"],
             "delta_mae": comb["mae"] - base["mae"],
             "delta_mae_pct": 100.0 * (comb["mae"] - base["mae"]) / base["mae"]}
+
+
+class SklearnRegressor:
+    """fit/predict wrapper for a scikit-learn regressor factory, on columns ``keep``."""
+
+    def __init__(self, make_estimator: Callable, keep: np.ndarray | None = None):
+        self.make_estimator, self.keep = make_estimator, keep
+
+    def _x(self, x):
+        return x if self.keep is None else x[:, self.keep]
+
+    def fit(self, x, y, groups=None):
+        self.model_ = self.make_estimator().fit(self._x(x), y)
+        return self
+
+    def predict(self, x):
+        return self.model_.predict(self._x(x))
+
+
+def hist_gradient_boosting(seed: int, role: str = "base"):
+    """scikit-learn HistGradientBoosting with upstream's XGBoost settings mapped where possible.
+
+    Upstream (FG script): base XGBRegressor(500 trees, depth 8, lr 0.05, subsample 0.8,
+    colsample_bytree 0.8, min_child_weight 3, gamma 0.1, alpha 0.1, lambda 1.0); residual
+    XGBRegressor(300, depth 6, lr 0.05, subsample 0.8, colsample 0.8, min_child_weight 5,
+    gamma 0.2, alpha 0.2, lambda 2.0).  HistGradientBoostingRegressor has no row
+    subsampling, no L1 term and no split-gain threshold; colsample maps to its per-split
+    ``max_features``, min_child_weight (hessian = row count for squared error) to
+    ``min_samples_leaf``, lambda to ``l2_regularization``.  A stand-in, not XGBoost.
+    """
+    from sklearn.ensemble import HistGradientBoostingRegressor
+
+    if role == "base":
+        params = dict(max_iter=500, max_depth=8, learning_rate=0.05, max_features=0.8,
+                      min_samples_leaf=3, l2_regularization=1.0)
+    else:
+        params = dict(max_iter=300, max_depth=6, learning_rate=0.05, max_features=0.8,
+                      min_samples_leaf=5, l2_regularization=2.0)
+    return HistGradientBoostingRegressor(early_stopping=False, random_state=seed, **params)
