@@ -126,7 +126,7 @@ def run_split(ds, split: str, targets: list[str], args, feature_sets: list[str],
             "quick": bool(args.quick), "n_train": len(train), "n_test": len(test),
             "n_dropped_unlabelled": info["dropped"], "rows": rows[t], "time_ratio": info["ratio"].get(t),
             "run": {"wall_s": run["wall_s"], "peak_rss_mb": run["peak_rss_mb"], "note": "all targets of this split together"},
-            **extra, "provenance": prov,
+            **for_target(extra, targets.index(t)), "provenance": prov,
         }
         name = f"{t}__{split}" + ("__quick" if args.quick else "")
         written.append(write_result(results_dir(args), 1, name, payload))
@@ -134,6 +134,22 @@ def run_split(ds, split: str, targets: list[str], args, feature_sets: list[str],
         print(f"[{split}] {t}: best test RMSE {best['test']['rmse']:.4g} {target_unit(t)} "
               f"({best['features']} {best['label']}) -> {written[-1]}", flush=True)
     return written
+
+
+def for_target(extra: dict, j: int) -> dict:
+    """The per-target slice of the feature-set facts (OLS sweep, RidgeCV curve) for target ``j``."""
+    out = {"feature_sets": {}, "diagnostics": extra["diagnostics"]}
+    for name, fs in extra["feature_sets"].items():
+        fs = dict(fs)
+        if fs.get("ols_sweep"):
+            fs["ols_sweep"] = [{"cond": e["cond"], "rank": e["rank"], "train": e["train"][j], "test": e["test"][j]}
+                               for e in fs["ols_sweep"]]
+        if fs.get("ridgecv"):
+            rc = fs["ridgecv"]
+            fs["ridgecv"] = {"alphas": rc["alphas"], "loo_mse": [row[j] for row in rc["loo_mse"]],
+                             "alpha": rc["alpha"][j], "at_grid_edge": rc["at_grid_edge"][j]}
+        out["feature_sets"][name] = fs
+    return out
 
 
 def evaluate_split(ds, split: str, targets: list[str], args, feature_sets: list[str], alphas):

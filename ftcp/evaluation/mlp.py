@@ -237,19 +237,22 @@ class TorchMLPRegressor:
     at ``init_width`` inputs (e.g. 25,200) and keep only ``init_columns`` of its first layer
     (see :func:`restrict_inputs`), for inputs ``x`` that hold just those columns (the ones
     that vary anywhere in the data the model will see).  ``groups`` passed to ``fit`` make
-    the inner validation split group-aware.
+    the inner validation split group-aware.  ``clip``: limit standardised values to
+    [-clip, clip] (None: no limit, as upstream).
     """
 
     def __init__(self, builder, config: TrainConfig, seed: int = 0, device="cpu",
                  init_width: int | None = None, init_columns: np.ndarray | None = None,
-                 val_fraction: float = 0.2):
+                 val_fraction: float = 0.2, clip: float | None = None):
         self.builder, self.config, self.seed, self.device = builder, config, seed, device
         self.init_width, self.init_columns, self.val_fraction = init_width, init_columns, val_fraction
+        self.clip = clip
 
     def _x(self, x, chunk_size: int = 4096):
         out = np.empty((len(x), len(self.mean_)), dtype=np.float32)
         for s in range(0, len(x), chunk_size):
-            out[s:s + chunk_size] = (np.asarray(x[s:s + chunk_size], dtype=np.float64) - self.mean_) / self.scale_
+            z = (np.asarray(x[s:s + chunk_size], dtype=np.float64) - self.mean_) / self.scale_
+            out[s:s + chunk_size] = np.clip(z, -self.clip, self.clip) if self.clip else z
         return out
 
     def fit(self, x, y, groups=None):

@@ -116,7 +116,7 @@ class SklearnRegressor:
         return self.model_.predict(self._x(x))
 
 
-def hist_gradient_boosting(seed: int, role: str = "base"):
+def hist_gradient_boosting(seed: int, role: str = "base", iter_scale: float = 1.0):
     """scikit-learn HistGradientBoosting with upstream's XGBoost settings mapped where possible.
 
     Upstream (FG script): base XGBRegressor(500 trees, depth 8, lr 0.05, subsample 0.8,
@@ -126,6 +126,7 @@ def hist_gradient_boosting(seed: int, role: str = "base"):
     subsampling, no L1 term and no split-gain threshold; colsample maps to its per-split
     ``max_features``, min_child_weight (hessian = row count for squared error) to
     ``min_samples_leaf``, lambda to ``l2_regularization``.  A stand-in, not XGBoost.
+    ``iter_scale`` shrinks the iteration counts (quick runs only).
     """
     from sklearn.ensemble import HistGradientBoostingRegressor
 
@@ -135,4 +136,5 @@ def hist_gradient_boosting(seed: int, role: str = "base"):
     else:
         params = dict(max_iter=300, max_depth=6, learning_rate=0.05, max_features=0.8,
                       min_samples_leaf=5, l2_regularization=2.0)
+    params["max_iter"] = max(1, int(round(params["max_iter"] * iter_scale)))
     return HistGradientBoostingRegressor(early_stopping=False, random_state=seed, **params)

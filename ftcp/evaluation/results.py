@@ -71,8 +71,8 @@ def provenance(dataset: dict, seed: int, extra: dict | None = None) -> dict:
     return {
         "dataset": dataset,
         "seed": int(seed),
-        "command": " ".join(shlex.quote(a) for a in [os.path.relpath(sys.argv[0], os.getcwd())
-                                                     if sys.argv and sys.argv[0] else "python"] + sys.argv[1:]),
+        "command": "python " + " ".join(shlex.quote(a) for a in [os.path.relpath(sys.argv[0], os.getcwd())
+                                                                 if sys.argv and sys.argv[0] else "-"] + sys.argv[1:]),
         "cwd": os.getcwd(),
         "hardware": hardware_summary(),
         "versions": versions(),
