@@ -4,7 +4,7 @@ import pytest
 from sklearn import metrics as skm
 
 from ftcp.evaluation.metrics import bootstrap_ci, regression_metrics, t_interval, target_unit
-from ftcp.evaluation.timing import combine, measure
+from ftcp.evaluation.timing import anon_mb, combine, measure
 
 
 def test_regression_metrics_match_sklearn():
@@ -47,6 +47,7 @@ def test_units():
 
 
 def test_measure_sees_numpy_allocations_and_nesting():
+    anon_before = anon_mb()
     with measure("outer") as outer:
         with measure("inner") as inner:
             a = np.ones(40_000_000)          # 320 MB, outside tracemalloc's view
@@ -54,6 +55,8 @@ def test_measure_sees_numpy_allocations_and_nesting():
             del a
         small = np.ones(10)
     assert inner["peak_rss_delta_mb"] > 250
+    assert inner["peak_anon_mb"] - anon_before > 250        # anonymous memory, sampled
+    assert outer["peak_anon_mb"] >= inner["peak_anon_mb"]
     assert outer["peak_rss_mb"] >= inner["peak_rss_mb"]      # inner peak reaches the outer block
     assert inner["wall_s"] > 0 and outer["wall_s"] >= inner["wall_s"]
     tot = combine(inner, outer)

@@ -34,8 +34,8 @@ from ftcp.dataset import open_dataset  # noqa: E402
 from ftcp.evaluation import features as F  # noqa: E402
 from ftcp.evaluation.linear import DEFAULT_ALPHAS, array_chunks, evaluate_suite  # noqa: E402
 from ftcp.evaluation.metrics import regression_metrics, target_unit  # noqa: E402
-from ftcp.evaluation.results import (add_common_arguments, provenance, regenerate_report,  # noqa: E402
-                                     results_dir, write_result)
+from ftcp.evaluation.results import (add_common_arguments, apply_quick_caps, command_line,  # noqa: E402
+                                     provenance, regenerate_report, results_dir, write_result)
 from ftcp.evaluation.timing import combine, measure  # noqa: E402
 
 FEATURE_SETS = ("ftcp", "pca", "ssl", "magpie")
@@ -59,7 +59,9 @@ def parse_args(argv=None):
     p.add_argument("--chunk-size", type=int, default=4096, help="rows per streamed FTCP chunk")
     p.add_argument("--magpie-cache", default=None,
                    help="folder for the Magpie feature cache (default: <data root>/Features)")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    apply_quick_caps(args, {})
+    return args
 
 
 def model_rows(suite: dict, feature_set: str, labels: dict, fit_phases: list[str], targets: list[str]) -> dict:
@@ -78,6 +80,7 @@ def model_rows(suite: dict, feature_set: str, labels: dict, fit_phases: list[str
                 "timing": {"preprocess_fit_s": fit_time["wall_s"], "preprocess_fit_cpu_s": fit_time["cpu_s"],
                            "phases": fit_time["phases"], "predict_s": timing["predict"]["wall_s"],
                            "peak_rss_mb": max(fit_time["peak_rss_mb"], timing["predict"]["peak_rss_mb"]),
+                           "peak_anon_mb": max(fit_time["peak_anon_mb"], timing["predict"]["peak_anon_mb"]),
                            "peak_rss_delta_mb": fit_time["peak_rss_delta_mb"]},
             })
     return out
@@ -125,7 +128,8 @@ def run_split(ds, split: str, targets: list[str], args, feature_sets: list[str],
             "split_info": {k: v for k, v in ds.split_info(split).items() if k in ("seed", "method", "n_train", "n_test")},
             "quick": bool(args.quick), "n_train": len(train), "n_test": len(test),
             "n_dropped_unlabelled": info["dropped"], "rows": rows[t], "time_ratio": info["ratio"].get(t),
-            "run": {"wall_s": run["wall_s"], "peak_rss_mb": run["peak_rss_mb"], "note": "all targets of this split together"},
+            "run": {"wall_s": run["wall_s"], "peak_rss_mb": run["peak_rss_mb"], "peak_anon_mb": run["peak_anon_mb"],
+                    "note": "all targets of this split together"},
             **for_target(extra, targets.index(t)), "provenance": prov,
         }
         name = f"{t}__{split}" + ("__quick" if args.quick else "")
@@ -220,6 +224,7 @@ def evaluate_split(ds, split: str, targets: list[str], args, feature_sets: list[
         if ("ftcp", "ols") in by and ("ssl", "ols") in by:
             f, s = by[("ftcp", "ols")]["timing"], by[("ssl", "ols")]["timing"]
             ratio[t] = {"preprocess_fit_ftcp_over_ssl": f["preprocess_fit_s"] / s["preprocess_fit_s"],
+                        "preprocess_fit_cpu_ftcp_over_ssl": f["preprocess_fit_cpu_s"] / s["preprocess_fit_cpu_s"],
                         "predict_ftcp_over_ssl": f["predict_s"] / s["predict_s"]}
 
     info = {"train": train, "test": test, "dropped": {"train": drop_tr, "test": drop_te}, "ratio": ratio}
@@ -239,11 +244,13 @@ def main(argv=None) -> int:
     extra = {"ssl": F.ssl_info(ds.root)} if "ssl" in feature_sets else {}
     if extra.get("ssl", {}).get("standin"):
         print("WARNING: the SSL table is a marked STAND-IN, not SSL embeddings", flush=True)
-    prov = provenance(F.dataset_info(ds), args.seed, extra)
+    prov = provenance(F.dataset_info(ds), args.seed, extra,
+                      command=command_line(__file__, argv))
     with measure("scenario1") as total:
         for split in splits:
             run_split(ds, split, targets, args, feature_sets, alphas, prov)
-    print(f"scenario 1 done in {total['wall_s']:.1f} s, peak RSS {total['peak_rss_mb']:.0f} MB", flush=True)
+    print(f"scenario 1 done in {total['wall_s']:.1f} s, peak RSS {total['peak_rss_mb']:.0f} MB "
+          f"(anonymous {total['peak_anon_mb']:.0f} MB)", flush=True)
     regenerate_report(args)
     return 0
 

@@ -47,13 +47,14 @@ from ftcp.evaluation.metrics import bootstrap_ci, regression_metrics, t_interval
 from ftcp.evaluation.mlp import (TrainConfig, column_standardiser, hybrid_mlp, inner_split,  # noqa: E402
                                  predict, resolve_device, restrict_inputs, seed_everything,
                                  train_regressor)
-from ftcp.evaluation.results import (add_common_arguments, provenance, regenerate_report,  # noqa: E402
-                                     results_dir, write_result)
+from ftcp.evaluation.results import (add_common_arguments, apply_quick_caps, command_line,  # noqa: E402
+                                     provenance, regenerate_report, results_dir, write_result)
 from ftcp.evaluation.timing import measure  # noqa: E402
 
 SETS = ("ftcp", "ssl", "hybrid")
-QUICK = {"train": 1000, "test": 300, "seeds": 2, "epochs": 8, "trees": 20, "background": 40,
-         "explained": 60, "nsamples": 20}
+QUICK = {"train": 1000, "test": 300}       # rows kept by --quick
+QUICK_CAPS = {"seeds": 2, "max_epochs": 8, "rf_trees": 20, "shap_background": 40, "shap_explained": 60,
+              "shap_nsamples": 20, "n_boot": 200}
 
 
 def parse_args(argv=None):
@@ -79,14 +80,7 @@ def parse_args(argv=None):
     p.add_argument("--no-shap", action="store_true", help="skip SHAP and group Shapley")
     p.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples for the CIs")
     args = p.parse_args(argv)
-    if args.quick:
-        args.seeds = min(args.seeds, QUICK["seeds"])
-        args.max_epochs = min(args.max_epochs, QUICK["epochs"])
-        args.rf_trees = min(args.rf_trees, QUICK["trees"])
-        args.shap_background = min(args.shap_background, QUICK["background"])
-        args.shap_explained = min(args.shap_explained, QUICK["explained"])
-        args.shap_nsamples = min(args.shap_nsamples, QUICK["nsamples"])
-        args.n_boot = min(args.n_boot, 200)
+    apply_quick_caps(args, QUICK_CAPS)
     return args
 
 
@@ -150,7 +144,7 @@ def fit_mlp(tab, name, seed, args, device):
            "train": regression_metrics(tab["y_tr"][tr], predict(res.model, x[tr])),
            "val_r2_best": res.best_score, "best_epoch": res.best_epoch, "epochs_run": res.epochs_run,
            "n_inner_train": int(len(tr)), "n_val": int(len(va)), "fit_s": rec["wall_s"],
-           "peak_rss_mb": rec["peak_rss_mb"], "device": str(device)}
+           "peak_rss_mb": rec["peak_rss_mb"], "peak_anon_mb": rec["peak_anon_mb"], "device": str(device)}
     return res.model.cpu(), out
 
 
@@ -167,7 +161,7 @@ def fit_rf(tab, name, seed, args):
     x_te = tab["x_te"][:, cols] if name != "hybrid" else tab["x_te"]
     out = {"test": regression_metrics(tab["y_te"], rf.predict(x_te)),
            "train": regression_metrics(tab["y_tr"], rf.predict(x)), "fit_s": rec["wall_s"],
-           "peak_rss_mb": rec["peak_rss_mb"], "n_trees": args.rf_trees,
+           "peak_rss_mb": rec["peak_rss_mb"], "peak_anon_mb": rec["peak_anon_mb"], "n_trees": args.rf_trees,
            "max_features": int(np.sqrt(width))}
     return rf, out
 
@@ -283,7 +277,8 @@ def main(argv=None) -> int:
     sets = [s for s in args.sets.split(",") if s]
     rf_sets = [s for s in args.rf_sets.split(",") if s]
     models = [m for m in args.models.split(",") if m]
-    prov = provenance(F.dataset_info(ds), args.seed, {"ssl": F.ssl_info(ds.root), "device": str(device)})
+    prov = provenance(F.dataset_info(ds), args.seed, {"ssl": F.ssl_info(ds.root), "device": str(device)},
+                      command=command_line(__file__, argv))
     if prov["ssl"]["standin"]:
         print("WARNING: the SSL table is a marked STAND-IN, not SSL embeddings", flush=True)
     with measure("scenario2") as total:
@@ -321,7 +316,8 @@ def main(argv=None) -> int:
                                                           "batch_size", "val_fraction", "shap_background",
                                                           "shap_explained", "shap_nsamples", "n_boot")},
                "per_seed": per_seed, "summary": summarise(per_seed),
-               "run": {"wall_s": total["wall_s"], "peak_rss_mb": total["peak_rss_mb"]}, "provenance": prov}
+               "run": {"wall_s": total["wall_s"], "peak_rss_mb": total["peak_rss_mb"],
+                                "peak_anon_mb": total["peak_anon_mb"]}, "provenance": prov}
     name = f"{args.target}__{args.split}" + ("__quick" if args.quick else "")
     path = write_result(results_dir(args), 2, name, payload)
     print(f"scenario 2 done in {total['wall_s']:.0f} s, peak RSS {total['peak_rss_mb']:.0f} MB -> {path}", flush=True)

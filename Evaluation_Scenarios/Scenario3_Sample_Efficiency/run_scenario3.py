@@ -42,11 +42,12 @@ from ftcp.evaluation import features as F  # noqa: E402
 from ftcp.evaluation.metrics import t_interval, target_unit  # noqa: E402
 from ftcp.evaluation.mlp import TorchMLPRegressor, TrainConfig, regularized_mlp, resolve_device  # noqa: E402
 from ftcp.evaluation.residual import SklearnRegressor, hist_gradient_boosting, residual_learning  # noqa: E402
-from ftcp.evaluation.results import (add_common_arguments, provenance, regenerate_report,  # noqa: E402
-                                     results_dir, write_result)
+from ftcp.evaluation.results import (add_common_arguments, apply_quick_caps, command_line,  # noqa: E402
+                                     provenance, regenerate_report, results_dir, write_result)
 from ftcp.evaluation.timing import measure  # noqa: E402
 
-QUICK = {"n_all_cap": 2000, "test": 300, "seeds": 2, "folds": 2, "epochs": 5, "group_pool": 300, "hgb_iter_scale": 0.1}
+QUICK = {"n_all_cap": 2000, "test": 300, "group_pool": 300}     # sizes used by --quick
+QUICK_CAPS = {"seeds": 2, "group_seeds": 2, "folds": 2, "max_epochs": 5, "hgb_iter_scale": 0.02}
 
 
 def parse_args(argv=None):
@@ -77,12 +78,7 @@ def parse_args(argv=None):
     p.add_argument("--hgb-iter-scale", type=float, default=1.0,
                    help="multiply the gradient-boosting iteration counts (500 base / 300 residual)")
     args = p.parse_args(argv)
-    if args.quick:
-        args.hgb_iter_scale = min(args.hgb_iter_scale, QUICK["hgb_iter_scale"])
-        args.seeds = min(args.seeds, QUICK["seeds"])
-        args.group_seeds = min(args.group_seeds, QUICK["seeds"])
-        args.folds = min(args.folds, QUICK["folds"])
-        args.max_epochs = min(args.max_epochs, QUICK["epochs"])
+    apply_quick_caps(args, QUICK_CAPS)
     return args
 
 
@@ -128,7 +124,7 @@ def run_one(data, rows, kind, seed, args, device, groups=None) -> dict:
     res.pop("predictions")
     res["overfit_gap_r2"] = res["base_train_in_sample"]["r2"] - res["base_test"]["r2"]
     res["seconds"] = rec["wall_s"]
-    res["peak_rss_mb"] = rec["peak_rss_mb"]
+    res["peak_rss_mb"], res["peak_anon_mb"] = rec["peak_rss_mb"], rec["peak_anon_mb"]
     return res
 
 
@@ -232,7 +228,8 @@ def main(argv=None) -> int:
     ds = open_dataset(args.data)
     if args.target not in ds.label_names:
         raise SystemExit(f"target {args.target!r} not among {ds.label_names}")
-    prov = provenance(F.dataset_info(ds), args.seed, {"ssl": F.ssl_info(ds.root), "device": str(device)})
+    prov = provenance(F.dataset_info(ds), args.seed, {"ssl": F.ssl_info(ds.root), "device": str(device)},
+                      command=command_line(__file__, argv))
     if prov["ssl"]["standin"]:
         print("WARNING: the SSL table is a marked STAND-IN, not SSL embeddings", flush=True)
     settings = {k: getattr(args, k) for k in ("seeds", "group_seeds", "folds", "max_epochs", "patience", "bases",
@@ -248,7 +245,8 @@ def main(argv=None) -> int:
         payload = {"scenario": 3, "target": args.target, "unit": target_unit(args.target), "quick": bool(args.quick),
                    **out, "settings": settings, "residual_protocol": f"{args.folds}-fold out-of-fold residuals",
                    "ci": "Student-t 95 % over seeds", "run": {"wall_s": total["wall_s"],
-                                                              "peak_rss_mb": total["peak_rss_mb"]},
+                                                              "peak_rss_mb": total["peak_rss_mb"],
+                                                              "peak_anon_mb": total["peak_anon_mb"]},
                    "provenance": prov}
         path = write_result(results_dir(args), 3, name, payload)
         print(f"scenario 3 {v} done in {total['wall_s']:.0f} s, peak RSS {total['peak_rss_mb']:.0f} MB -> {path}",

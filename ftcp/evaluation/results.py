@@ -35,6 +35,27 @@ def add_common_arguments(parser: argparse.ArgumentParser, default_seed: int = 42
                         help="torch device for the MLPs (auto = CUDA when available)")
 
 
+_THREAD_LIMITS = []
+
+
+def apply_quick_caps(args, caps: dict) -> None:
+    """With ``--quick``: lower each named option to at most its cap (a smoke run, not a benchmark),
+    and run BLAS/OpenMP/torch single-threaded: on tiny problems thread start-up and spinning
+    cost more than they save, badly so on a busy machine."""
+    if getattr(args, "quick", False):
+        for name, cap in caps.items():
+            setattr(args, name, min(getattr(args, name), cap))
+        from threadpoolctl import threadpool_limits
+
+        _THREAD_LIMITS.append(threadpool_limits(limits=1))     # kept alive for the process
+        try:
+            import torch
+
+            torch.set_num_threads(1)
+        except ImportError:
+            pass
+
+
 def results_dir(args) -> Path:
     return Path(args.out) if args.out else resolve_data_root(args.data) / "Results"
 
@@ -66,13 +87,22 @@ def versions() -> dict:
     return out
 
 
-def provenance(dataset: dict, seed: int, extra: dict | None = None) -> dict:
-    """Everything needed to say where a number came from."""
+def command_line(script: str, argv=None) -> str:
+    """``python <script relative to the repo> <arguments>`` as typed (argv None: sys.argv)."""
+    args = sys.argv[1:] if argv is None else list(argv)
+    try:
+        rel = os.path.relpath(script, REPO)
+    except ValueError:
+        rel = script
+    return "python " + " ".join(shlex.quote(str(a)) for a in [rel] + args)
+
+
+def provenance(dataset: dict, seed: int, extra: dict | None = None, command: str | None = None) -> dict:
+    """Everything needed to say where a number came from (``command``: see :func:`command_line`)."""
     return {
         "dataset": dataset,
         "seed": int(seed),
-        "command": "python " + " ".join(shlex.quote(a) for a in [os.path.relpath(sys.argv[0], os.getcwd())
-                                                                 if sys.argv and sys.argv[0] else "-"] + sys.argv[1:]),
+        "command": command or command_line(sys.argv[0] if sys.argv else "-"),
         "cwd": os.getcwd(),
         "hardware": hardware_summary(),
         "versions": versions(),
