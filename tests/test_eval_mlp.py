@@ -18,13 +18,15 @@ def test_best_epoch_weights_are_restored():
     x, y = _data()
     # a large learning rate makes validation R2 bounce, so the best epoch is rarely the last
     cfg = TrainConfig(lr=3e-2, batch_size=32, max_epochs=25, patience=25, monitor="r2")
+    torch.manual_seed(0)
     res = train_regressor(hybrid_mlp(12, hidden=(32, 16, 8)), x[:200], y[:200], x[200:], y[200:], cfg, seed=3)
     scores = [h["val_r2"] for h in res.history]
     assert res.best_epoch == int(np.argmax(scores))
     p = predict(res.model, x[200:])
     r2 = 1 - np.sum((y[200:] - p) ** 2) / np.sum((y[200:] - y[200:].mean()) ** 2)
-    assert r2 == pytest.approx(max(scores), abs=1e-5)      # the restored model is the best one
-    assert res.best_epoch < res.epochs_run - 1 or scores[-1] == max(scores)
+    assert res.best_epoch < res.epochs_run - 1             # the last epoch is worse ...
+    assert r2 == pytest.approx(max(scores), abs=1e-5)      # ... and the restored model is the best one
+    assert r2 > scores[-1] + 1e-3
 
 
 def test_early_stopping_stops_and_is_seeded():

@@ -139,7 +139,7 @@ def s1_splits(results: list[dict], path: Path) -> Path | None:
                 continue
             vals = [next((x["test"]["rmse"] for x in r["rows"] if x["features"] == f and x["model"] == m), None)
                     for r in rs]
-            ax.plot(pct, vals, "o-", label=f"{_feat_label(f)} {lab}", color=_feat_color(f),
+            ax.plot(pct, vals, marker="o", label=f"{_feat_label(f)} {lab}", color=_feat_color(f),
                     ls="-" if m != "ols" else "--")
         ax.set_xlabel("test share of the random split (%)")
         ax.set_ylabel(f"test RMSE ({rs[0].get('unit') or 'unitless'})")

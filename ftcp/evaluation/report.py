@@ -83,6 +83,18 @@ def _pick(results: list[dict], key) -> dict[tuple, dict]:
     return out
 
 
+_TARGET_ORDER = {"formation_energy": 0, "band_gap": 1}
+
+
+def _order(items):
+    """Sort {(target, ...): result} items: formation energy, band gap, then the rest by name."""
+    return sorted(items, key=lambda kv: (_TARGET_ORDER.get(kv[0][0], 2), kv[0]))
+
+
+def _q(d: dict) -> str:
+    return " (QUICK smoke run)" if d.get("quick") else ""
+
+
 def _row(res: dict, features: str, model: str) -> dict | None:
     return next((r for r in res["rows"] if r["features"] == features and r["model"] == model), None)
 
@@ -119,7 +131,7 @@ def make_report(results_root, report_dir) -> Path:
 
 def _figures(s1, s2, s3, report_dir, standin) -> dict:
     figs = {}
-    r10 = [d for (t, s), d in sorted(s1.items()) if s == "random_10"]
+    r10 = [d for (t, s), d in _order(s1.items()) if s == "random_10"]
     paper = {"formation_energy": {("ftcp", "ols"): PAPER["s1.ftcp_ols_fe_rmse_90_10"][0],
                                   ("ftcp_pca", "pca_ols"): PAPER["s1.ftcp_pca_ols_fe_rmse_90_10"][0],
                                   ("ssl", "ols"): PAPER["s1.ssl_ols_fe_rmse_90_10"][0]},
@@ -148,7 +160,8 @@ def _headline(s1, s2, s3) -> list[str]:
     L = ["## The paper's claims (DESIGN §1) and ours", "",
          "| claim | paper | ours | where ours comes from |", "|---|---|---|---|"]
     fe10, bg10 = s1.get(("formation_energy", "random_10")), s1.get(("band_gap", "random_10"))
-    fe_all = [d for (t, s), d in sorted(s1.items()) if t == "formation_energy" and s.startswith("random_")]
+    fe_all = sorted((d for (t, s), d in s1.items() if t == "formation_energy" and s.startswith("random_")),
+                    key=lambda d: int(d["split"].split("_")[-1]))
 
     def rm(d, f, m):
         r = _row(d, f, m) if d else None
@@ -157,43 +170,43 @@ def _headline(s1, s2, s3) -> list[str]:
     if fe_all:
         vals = ", ".join(f"{d['split'].split('_')[-1]} %: {_fmt(rm(d, 'ssl', 'ols'))}" for d in fe_all)
         L.append(f"| S1: SSL + OLS formation-energy test RMSE, 'stable across splits' (eV/atom) | 0.826 (all splits); "
-                 f"0.835 (90/10) | {vals} | Scenario 1 tables |")
+                 f"0.835 (90/10) | {vals} | Scenario 1 tables{_q(fe_all[0])} |")
     if fe10:
         L.append(f"| S1: raw-FTCP OLS 'fails catastrophically', FE 90/10 (eV/atom) | 37,108 | "
                  f"{_fmt(rm(fe10, 'ftcp', 'ols'))} (cond = eps); Ridge {_fmt(rm(fe10, 'ftcp', 'ridgecv'))} | "
-                 "Scenario 1, random_10 |")
+                 f"Scenario 1, random_10{_q(fe10)} |")
         pr = _pca_row(fe10)
         L.append(f"| S1: PCA-2048 of FTCP + OLS, FE 90/10 (eV/atom) | 37,109 | "
-                 f"{_fmt(pr['test']['rmse']) if pr else 'n/a'} | Scenario 1, random_10 |")
+                 f"{_fmt(pr['test']['rmse']) if pr else 'n/a'} | Scenario 1, random_10{_q(fe10)} |")
     if bg10:
         L.append(f"| S1: SSL + OLS band-gap test RMSE 90/10 (eV) | 1.299 | {_fmt(rm(bg10, 'ssl', 'ols'))} | "
-                 "Scenario 1, random_10 |")
+                 f"Scenario 1, random_10{_q(bg10)} |")
         L.append(f"| S1: raw-FTCP OLS band gap 90/10 (eV) | 69,069 | {_fmt(rm(bg10, 'ftcp', 'ols'))} | "
-                 "Scenario 1, random_10 |")
+                 f"Scenario 1, random_10{_q(bg10)} |")
     if fe10 and fe10.get("time_ratio"):
         tr = fe10["time_ratio"]
         cpu = tr.get("preprocess_fit_cpu_ftcp_over_ssl")
         L.append(f"| S1: SSL fit 37–40x faster than FTCP (preprocess + fit) | 37–40x | "
                  f"{tr['preprocess_fit_ftcp_over_ssl']:.1f}x wall" + (f", {cpu:.1f}x CPU time" if cpu else "")
-                 + " (same exact solver for both) | Scenario 1, random_10 (timing) |")
+                 + f" (same exact solver for both) | Scenario 1, random_10 (timing){_q(fe10)} |")
     g2 = s2.get(("formation_energy", "group"))
     if g2:
         sm = g2["summary"]
         L.append(f"| S2: SHAP share of the SSL columns | 32.81 % | {_ci(sm.get('shap.ssl_share'), pct=True)} | "
                  "Scenario 2 |")
         L.append(f"| S2: enrichment ratio (SSL share / SSL dimension share 7.516 %) | 4.36x | "
-                 f"{_ci(sm.get('shap.enrichment_ratio'))} | Scenario 2 |")
+                 f"{_ci(sm.get('shap.enrichment_ratio'))} | Scenario 2{_q(g2)} |")
         L.append(f"| S2: hybrid MLP R2 vs FTCP-only MLP R2 | 0.928 vs 0.921 | {_ci(sm.get('mlp.hybrid.r2'))} vs "
-                 f"{_ci(sm.get('mlp.ftcp.r2'))} | Scenario 2 |")
+                 f"{_ci(sm.get('mlp.ftcp.r2'))} | Scenario 2{_q(g2)} |")
     se = s3.get(("formation_energy", "sample_efficiency"))
     if se:
         one = next((v for v in se["results"].values() if v["model"] == "mlp" and v["fraction_of_all_pct"] == 1.0),
                    None)
         if one:
             L.append(f"| S3: 1 % labelled data | 1,294 samples (of 129,473) | {one['n_labelled']:,} samples "
-                     f"(of {se['n_all_materials']:,}; {one['fraction_of_pool_pct']:.2f} % of the pool) | Scenario 3 |")
+                     f"(of {se['n_all_materials']:,}; {one['fraction_of_pool_pct']:.2f} % of the pool) | Scenario 3{_q(se)} |")
             L.append(f"| S3: SSL residual model explains x % of the FTCP MLP's residual variance at 1 % | 5.77 % | "
-                     f"{_ci(one['summary']['ssl_contribution'], pct=True)} (OOF residuals) | Scenario 3 |")
+                     f"{_ci(one['summary']['ssl_contribution'], pct=True)} (OOF residuals) | Scenario 3{_q(se)} |")
     L.append("| SSL: 6 of 13 pretext tasks have test >= validation | 6 / 13 | not measured by the evaluation "
              "scenarios (see the SSL training reports) | — |")
     L += ["", "Intervals: [95 % Student-t over model seeds]. The paper numbers are quoted in "
@@ -210,7 +223,7 @@ def _scenario1(s1, figs) -> list[str]:
     L += _img(figs, "s1_sweep", "Minimum-norm OLS on raw FTCP against the singular-value cutoff, and the design's "
                                 "singular values: the 'catastrophic failure' is a numerical-rank artefact")
     L += _img(figs, "s1_splits", "Test RMSE across the four random splits")
-    anchors = [d for (t, s), d in sorted(s1.items()) if s == "random_10"]
+    anchors = [d for (t, s), d in _order(s1.items()) if s == "random_10"]
     if anchors:
         L += ["### DESIGN §7 anchors (mp_36k, random 90/10, seed 42, test RMSE)", "",
               "| target | mean predictor | FTCP OLS (min-norm) | FTCP Ridge (alpha 1000) | Magpie Ridge |",
@@ -225,7 +238,8 @@ def _scenario1(s1, figs) -> list[str]:
             L.append(f"| {t} ({d['unit']}) | " + " | ".join(cells) + " |")
         L += ["", "The anchors were measured on the project's earlier seed-42 split; the store's split may differ, "
               "so close (not identical) values are expected.", ""]
-    for (t, split), d in sorted(s1.items()):
+    for (t, split), d in sorted(s1.items(), key=lambda kv: (_TARGET_ORDER.get(kv[0][0], 2), kv[0][0],
+                                                             int(kv[0][1].split("_")[-1]) if kv[0][1].split("_")[-1].isdigit() else 999)):
         L += [f"### {t} ({d['unit'] or 'unitless'}), {split}: {d['n_train']:,} train / {d['n_test']:,} test", ""]
         if d.get("quick"):
             L += [QUICK_NOTE, ""]
