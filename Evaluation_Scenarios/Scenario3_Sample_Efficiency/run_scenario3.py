@@ -1,0 +1,259 @@
+#!/usr/bin/env python
+"""Scenario 3 — sample efficiency and residual learning: does SSL explain what FTCP misses?
+
+Sample-efficiency protocol (per seed, per labelled fraction, per base model):
+
+1. Labelled pool = one side of a random split (default: the training side of random_10;
+   ``--pool test`` is upstream's reversed protocol); test = the other side.  Subsample
+   sizes are fractions of ALL materials in the store (upstream: 1 % of 129,473 = 1,294);
+   the same sizes are also reported as a percentage of the pool.  Subsamples are nested
+   (1 % inside 5 % inside 10 %, one seeded permutation per seed).
+2. Base model on FTCP: upstream's RegularizedMLP (25,200 -> 512 -> 256 -> 128 -> 1,
+   Linear -> BatchNorm -> ReLU -> Dropout 0.5; Adam lr 1e-3, weight decay 0.01;
+   ReduceLROnPlateau 0.5/5; early stopping patience 15 on an 80/20 inner split; best epoch
+   restored) or scikit-learn's HistGradientBoosting (the stand-in for upstream's XGBoost).
+3. Residual model on standardised SSL (MLP 2,048 -> 256 -> 128 -> 64 -> 1, dropout 0.5,
+   weight decay 0.02; or HistGradientBoosting) fitted to K-fold OUT-OF-FOLD residuals of
+   the base model (upstream used in-sample residuals; that variant is run beside it).
+4. Test prediction = base model refitted on the whole subsample + residual model.
+   Reported: residual test R2 ("SSL contribution"; paper 5.77 % at 1 %), delta R2,
+   delta MAE (absolute and %), base/combined R2 and MAE, base overfitting gap, each as a
+   mean over seeds with a Student-t 95 % interval.
+
+Formula-group variant (``--variants group``): the same residual learning on the store's
+formula-group split, the whole group-training side as the pool, with GroupKFold folds and
+group-aware inner splits (upstream's FG script used XGBoost and formation energy).
+
+One JSON per (target, variant) goes to ``<out>/scenario3/``.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))   # run from a checkout
+
+import numpy as np  # noqa: E402
+
+from ftcp import layout as L  # noqa: E402
+from ftcp.dataset import open_dataset  # noqa: E402
+from ftcp.evaluation import features as F  # noqa: E402
+from ftcp.evaluation.metrics import t_interval, target_unit  # noqa: E402
+from ftcp.evaluation.mlp import TorchMLPRegressor, TrainConfig, regularized_mlp, resolve_device  # noqa: E402
+from ftcp.evaluation.residual import SklearnRegressor, hist_gradient_boosting, residual_learning  # noqa: E402
+from ftcp.evaluation.results import (add_common_arguments, apply_quick_caps, command_line,  # noqa: E402
+                                     provenance, regenerate_report, results_dir, write_result)
+from ftcp.evaluation.timing import measure  # noqa: E402
+
+QUICK = {"n_all_cap": 2000, "test": 300, "group_pool": 300}     # sizes used by --quick
+QUICK_CAPS = {"seeds": 2, "group_seeds": 2, "folds": 2, "max_epochs": 5, "hgb_iter_scale": 0.02}
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_common_arguments(p)
+    p.add_argument("--target", default="formation_energy", help="label column (default: %(default)s)")
+    p.add_argument("--variants", default="sample,group",
+                   help="sample (sample efficiency on a random split), group (formula-group residual "
+                        "learning) (default: %(default)s)")
+    p.add_argument("--split", default="random_10", help="random split for the sample variant (default: %(default)s)")
+    p.add_argument("--pool", choices=("train", "test"), default="train",
+                   help="side of --split used as the labelled pool; 'test' is upstream's reversed "
+                        "protocol (pool = the 10 %% side, test = the 90 %% side) (default: %(default)s)")
+    p.add_argument("--fractions", default="1,5,10", help="labelled percent of ALL materials (default: %(default)s)")
+    p.add_argument("--seeds", type=int, default=5)
+    p.add_argument("--bases", default="mlp,hgb", help="base/residual model pairs (default: %(default)s)")
+    p.add_argument("--folds", type=int, default=5, help="K for out-of-fold residuals (default: %(default)s)")
+    p.add_argument("--group-split", default="group")
+    p.add_argument("--group-bases", default="hgb", help="model pairs for the group variant (default: %(default)s)")
+    p.add_argument("--group-seeds", type=int, default=3)
+    p.add_argument("--clip-z", type=float, default=5.0,
+                   help="clip the MLPs' standardised inputs to +-this (0: no clipping, as upstream; on a "
+                        "small labelled subsample, float-noise columns give test z-scores up to ~1e17) "
+                        "(default: %(default)s)")
+    p.add_argument("--max-epochs", type=int, default=100)
+    p.add_argument("--patience", type=int, default=15)
+    p.add_argument("--hgb-iter-scale", type=float, default=1.0,
+                   help="multiply the gradient-boosting iteration counts (500 base / 300 residual)")
+    args = p.parse_args(argv)
+    apply_quick_caps(args, QUICK_CAPS)
+    return args
+
+
+# ---------------------------------------------------------------------------------------
+def model_factories(kind: str, seed: int, args, device, ftcp_cols: np.ndarray, ssl_cols: np.ndarray):
+    """(make_base, make_resid) for 'mlp' or 'hgb'; MLPs are initialised at full width."""
+    if kind == "hgb":
+        k = args.hgb_iter_scale
+        return (lambda: SklearnRegressor(lambda: hist_gradient_boosting(seed, "base", k)),
+                lambda: SklearnRegressor(lambda: hist_gradient_boosting(seed, "residual", k)))
+    if kind != "mlp":
+        raise SystemExit(f"unknown model kind {kind!r} (mlp, hgb)")
+    common = dict(lr=1e-3, batch_size=0, max_epochs=args.max_epochs, patience=args.patience, monitor="mse",
+                  plateau_factor=0.5, plateau_patience=5)
+    base = lambda: TorchMLPRegressor(lambda d: regularized_mlp(d, (512, 256, 128), 0.5),
+                                     TrainConfig(weight_decay=0.01, **common), seed=seed, device=device,
+                                     init_width=L.N_VALUES, init_columns=ftcp_cols, clip=args.clip_z or None)
+    resid = lambda: TorchMLPRegressor(lambda d: regularized_mlp(d, (256, 128, 64), 0.5),
+                                      TrainConfig(weight_decay=0.02, **common), seed=seed, device=device,
+                                      init_width=L.SSL_DIM, init_columns=ssl_cols, clip=args.clip_z or None)
+    return base, resid
+
+
+def load_rows(pool_part, test_part, pool_ids, target):
+    """FTCP (varying columns only) + SSL for the pool rows that any run needs, and the test part."""
+    pool = pool_part.subset(pool_ids)
+    x_pool, x_test = pool.ftcp(flat=True), test_part.ftcp(flat=True)
+    s_pool, s_test = pool.ssl_features(), test_part.ssl_features()
+    fcols = F.varying_columns(x_pool, x_test)
+    scols = F.varying_columns(s_pool, s_test)
+    return {"ids": pool.ids, "pos": {m: i for i, m in enumerate(pool.ids)},
+            "x": x_pool[:, fcols], "s": s_pool[:, scols], "y": pool.labels([target])[:, 0],
+            "x_test": x_test[:, fcols], "s_test": s_test[:, scols], "y_test": test_part.labels([target])[:, 0],
+            "ftcp_cols": fcols, "ssl_cols": scols, "formulas": pool.formulas()}
+
+
+def run_one(data, rows, kind, seed, args, device, groups=None) -> dict:
+    make_base, make_resid = model_factories(kind, seed, args, device, data["ftcp_cols"], data["ssl_cols"])
+    with measure(kind) as rec:
+        res = residual_learning(make_base, make_resid, data["x"][rows], data["s"][rows], data["y"][rows],
+                                data["x_test"], data["s_test"], data["y_test"], n_folds=args.folds, seed=seed,
+                                groups=None if groups is None else groups[rows])
+    res.pop("predictions")
+    res["overfit_gap_r2"] = res["base_train_in_sample"]["r2"] - res["base_test"]["r2"]
+    res["seconds"] = rec["wall_s"]
+    res["peak_rss_mb"], res["peak_anon_mb"] = rec["peak_rss_mb"], rec["peak_anon_mb"]
+    return res
+
+
+def summarise(runs: list[dict]) -> dict:
+    keys = {"ssl_contribution": ("oof", "ssl_contribution"), "delta_r2": ("oof", "delta_r2"),
+            "delta_mae": ("oof", "delta_mae"), "delta_mae_pct": ("oof", "delta_mae_pct"),
+            "delta_rmse": ("oof", "delta_rmse"),
+            "base_r2": ("base_test", "r2"), "base_mae": ("base_test", "mae"), "base_rmse": ("base_test", "rmse"),
+            "combined_r2": ("oof", "combined_test", "r2"), "combined_mae": ("oof", "combined_test", "mae"),
+            "in_sample.ssl_contribution": ("in_sample", "ssl_contribution"),
+            "in_sample.delta_r2": ("in_sample", "delta_r2"), "in_sample.delta_mae": ("in_sample", "delta_mae"),
+            "overfit_gap_r2": ("overfit_gap_r2",), "seconds": ("seconds",)}
+    out = {}
+    for name, path in keys.items():
+        vals = []
+        for r in runs:
+            v = r
+            for k in path:
+                v = v[k]
+            vals.append(v)
+        out[name] = t_interval(vals)
+    return out
+
+
+def sample_efficiency(ds, args, device, n_all: int) -> dict:
+    other = "test" if args.pool == "train" else "train"
+    pool_part, _, drop_pool = F.labelled(ds.part(args.split, args.pool), [args.target])
+    test_part, _, drop_test = F.labelled(ds.part(args.split, other), [args.target])
+    if args.quick:
+        n_all = min(n_all, QUICK["n_all_cap"])
+        test_part = test_part.subset(F.subsample_ids(test_part.ids, QUICK["test"], args.seed + 1))
+    fractions = [float(f) for f in args.fractions.split(",")]
+    sizes = {f: int(n_all * f / 100.0) for f in fractions}
+    if max(sizes.values()) > len(pool_part):
+        raise SystemExit(f"{max(fractions)} % of {n_all} materials = {max(sizes.values())} rows, but the pool "
+                         f"({args.split}/{args.pool}) holds only {len(pool_part)}")
+    if min(sizes.values()) < 2 * args.folds:
+        raise SystemExit(f"{min(fractions)} % of {n_all} = {min(sizes.values())} rows: too few for {args.folds} folds")
+    perms = {k: np.random.default_rng([args.seed, k]).permutation(len(pool_part)) for k in range(args.seeds)}
+    top = max(sizes.values())
+    needed = np.unique(np.concatenate([p[:top] for p in perms.values()]))
+    data = load_rows(pool_part, test_part, pool_part.ids[needed], args.target)
+    print(f"sample efficiency: pool {len(pool_part)}, test {len(test_part)}, sizes {sizes}; varying FTCP "
+          f"{len(data['ftcp_cols'])}, SSL {len(data['ssl_cols'])}", flush=True)
+    results = {}
+    for kind in [b for b in args.bases.split(",") if b]:
+        for f in fractions:
+            runs = []
+            for k in range(args.seeds):
+                ids = pool_part.ids[perms[k][:sizes[f]]]         # nested: a prefix of one permutation
+                rows = np.array([data["pos"][m] for m in ids])
+                r = run_one(data, rows, kind, args.seed + k, args, device)
+                r["seed"] = args.seed + k
+                runs.append(r)
+                print(f"  {kind} {f:g} % (n={sizes[f]}) seed {args.seed + k}: base R2 {r['base_test']['r2']:.4f}, "
+                      f"SSL contribution {r['oof']['ssl_contribution']:+.4f}, dR2 {r['oof']['delta_r2']:+.4f} "
+                      f"({r['seconds']:.0f} s)", flush=True)
+            results[f"{kind}/{f:g}"] = {"model": kind, "fraction_of_all_pct": f, "n_labelled": sizes[f],
+                                        "fraction_of_pool_pct": 100.0 * sizes[f] / len(pool_part),
+                                        "runs": runs, "summary": summarise(runs)}
+    return {"variant": "sample_efficiency", "split": args.split, "pool_side": args.pool,
+            "n_all_materials": n_all, "n_pool": len(pool_part), "n_test": len(test_part),
+            "n_dropped_unlabelled": {"pool": drop_pool, "test": drop_test}, "sizes": sizes,
+            "nested": True, "n_varying_ftcp": len(data["ftcp_cols"]), "n_varying_ssl": len(data["ssl_cols"]),
+            "results": results}
+
+
+def group_residual(ds, args, device) -> dict:
+    pool_part, _, drop_pool = F.labelled(ds.part(args.group_split, "train"), [args.target])
+    test_part, _, drop_test = F.labelled(ds.part(args.group_split, "test"), [args.target])
+    if args.quick:
+        pool_part = pool_part.subset(F.subsample_ids(pool_part.ids, QUICK["group_pool"], args.seed))
+        test_part = test_part.subset(F.subsample_ids(test_part.ids, QUICK["test"], args.seed + 1))
+    data = load_rows(pool_part, test_part, pool_part.ids, args.target)
+    shared = set(data["formulas"]) & set(test_part.formulas())
+    if shared:
+        raise ValueError(f"the group split shares {len(shared)} formulas between train and test")
+    groups = data["formulas"]
+    rows = np.arange(len(data["ids"]))
+    print(f"group residual: pool {len(rows)}, test {len(test_part)}", flush=True)
+    results = {}
+    for kind in [b for b in args.group_bases.split(",") if b]:
+        runs = []
+        for k in range(args.group_seeds):
+            r = run_one(data, rows, kind, args.seed + k, args, device, groups=groups)
+            r["seed"] = args.seed + k
+            runs.append(r)
+            print(f"  {kind} seed {args.seed + k}: base R2 {r['base_test']['r2']:.4f}, SSL contribution "
+                  f"{r['oof']['ssl_contribution']:+.4f} ({r['seconds']:.0f} s)", flush=True)
+        results[kind] = {"model": kind, "runs": runs, "summary": summarise(runs)}
+    return {"variant": "group_residual", "split": args.group_split, "n_pool": len(rows), "n_test": len(test_part),
+            "n_dropped_unlabelled": {"pool": drop_pool, "test": drop_test},
+            "n_varying_ftcp": len(data["ftcp_cols"]), "n_varying_ssl": len(data["ssl_cols"]),
+            "folds": "GroupKFold over reduced formula (seeded group order); inner splits group-aware",
+            "results": results}
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    device = resolve_device(args.device)
+    ds = open_dataset(args.data)
+    if args.target not in ds.label_names:
+        raise SystemExit(f"target {args.target!r} not among {ds.label_names}")
+    prov = provenance(F.dataset_info(ds), args.seed, {"ssl": F.ssl_info(ds.root), "device": str(device)},
+                      command=command_line(__file__, argv))
+    if prov["ssl"]["standin"]:
+        print("WARNING: the SSL table is a marked STAND-IN, not SSL embeddings", flush=True)
+    settings = {k: getattr(args, k) for k in ("seeds", "group_seeds", "folds", "max_epochs", "patience", "bases",
+                                               "group_bases", "fractions", "pool", "clip_z", "hgb_iter_scale")}
+    variants = {"sample": lambda: sample_efficiency(ds, args, device, len(ds.ids)),
+                "group": lambda: group_residual(ds, args, device)}
+    for v in [v for v in args.variants.split(",") if v]:
+        if v not in variants:
+            raise SystemExit(f"unknown variant {v!r} (sample, group)")
+        with measure(v) as total:
+            out = variants[v]()
+        name = f"{args.target}__{out['variant']}" + ("__quick" if args.quick else "")
+        payload = {"scenario": 3, "target": args.target, "unit": target_unit(args.target), "quick": bool(args.quick),
+                   **out, "settings": settings, "residual_protocol": f"{args.folds}-fold out-of-fold residuals",
+                   "ci": "Student-t 95 % over seeds", "run": {"wall_s": total["wall_s"],
+                                                              "peak_rss_mb": total["peak_rss_mb"],
+                                                              "peak_anon_mb": total["peak_anon_mb"]},
+                   "provenance": prov}
+        path = write_result(results_dir(args), 3, name, payload)
+        print(f"scenario 3 {v} done in {total['wall_s']:.0f} s, peak RSS {total['peak_rss_mb']:.0f} MB -> {path}",
+              flush=True)
+    regenerate_report(args)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,158 @@
+"""Scenario results as JSON files with provenance, and the shared command-line options."""
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import shlex
+import subprocess
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+from ..io_utils import add_data_argument, atomic_write_json, read_json, resolve_data_root
+from .timing import hardware_summary
+
+REPO = Path(__file__).resolve().parents[2]
+DEFAULT_REPORT_DIR = REPO / "Supplemental Information"
+
+
+def add_common_arguments(parser: argparse.ArgumentParser, default_seed: int = 42) -> None:
+    """--data, --out, --report-dir, --seed, --quick, --device, --no-report for every scenario."""
+    add_data_argument(parser, top_level=True)
+    parser.add_argument("--out", metavar="DIR", default=None,
+                        help="results folder for the JSON files (default: <data root>/Results)")
+    parser.add_argument("--report-dir", metavar="DIR", default=str(DEFAULT_REPORT_DIR),
+                        help="where RESULTS.md and the figures are regenerated (default: %(default)s)")
+    parser.add_argument("--no-report", action="store_true",
+                        help="only write the JSON; do not regenerate RESULTS.md and figures")
+    parser.add_argument("--seed", type=int, default=default_seed, help="base seed (default: %(default)s)")
+    parser.add_argument("--quick", action="store_true",
+                        help="small subsample and fewer repeats: an end-to-end smoke run, not a benchmark")
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+                        help="torch device for the MLPs (auto = CUDA when available)")
+
+
+_THREAD_LIMITS = []
+
+
+def apply_quick_caps(args, caps: dict) -> None:
+    """With ``--quick``: lower each named option to at most its cap (a smoke run, not a benchmark),
+    and run BLAS/OpenMP/torch single-threaded: on tiny problems thread start-up and spinning
+    cost more than they save, badly so on a busy machine."""
+    if getattr(args, "quick", False):
+        for name, cap in caps.items():
+            setattr(args, name, min(getattr(args, name), cap))
+        from threadpoolctl import threadpool_limits
+
+        _THREAD_LIMITS.append(threadpool_limits(limits=1))     # kept alive for the process
+        try:
+            import torch
+
+            torch.set_num_threads(1)
+        except ImportError:
+            pass
+
+
+def results_dir(args) -> Path:
+    return Path(args.out) if args.out else resolve_data_root(args.data) / "Results"
+
+
+def git_commit() -> dict:
+    def run(*cmd):
+        try:
+            return subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=10).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            return ""
+    commit = run("git", "rev-parse", "HEAD")
+    dirty = bool(run("git", "status", "--porcelain", "--untracked-files=no")) if commit else None
+    return {"commit": commit or None, "dirty": dirty}
+
+
+def versions() -> dict:
+    import importlib
+
+    out = {"python": sys.version.split()[0]}
+    for mod in ("numpy", "scipy", "sklearn", "torch", "shap", "matminer", "pandas"):
+        m = sys.modules.get(mod)
+        if m is None and mod in ("numpy", "sklearn", "torch"):
+            try:
+                m = importlib.import_module(mod)
+            except ImportError:
+                m = None
+        if m is not None:
+            out[mod] = getattr(m, "__version__", "?")
+    return out
+
+
+def command_line(script: str, argv=None) -> str:
+    """``python <script relative to the repo> <arguments>`` as typed (argv None: sys.argv)."""
+    args = sys.argv[1:] if argv is None else list(argv)
+    try:
+        rel = os.path.relpath(script, REPO)
+    except ValueError:
+        rel = script
+    return "python " + " ".join(shlex.quote(str(a)) for a in [rel] + args)
+
+
+def provenance(dataset: dict, seed: int, extra: dict | None = None, command: str | None = None) -> dict:
+    """Everything needed to say where a number came from (``command``: see :func:`command_line`)."""
+    return {
+        "dataset": dataset,
+        "seed": int(seed),
+        "command": command or command_line(sys.argv[0] if sys.argv else "-"),
+        "cwd": os.getcwd(),
+        "hardware": hardware_summary(),
+        "versions": versions(),
+        "date_utc": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "git": git_commit(),
+        **(extra or {}),
+    }
+
+
+def jsonable(obj):
+    """numpy -> python; non-finite floats -> None (strict JSON); tuples -> lists."""
+    if isinstance(obj, dict):
+        return {str(k): jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [jsonable(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return jsonable(obj.tolist())
+    if isinstance(obj, (np.floating, float)):
+        v = float(obj)
+        return v if math.isfinite(v) else None
+    if isinstance(obj, (np.integer,)):
+        return int(obj)
+    if isinstance(obj, (np.bool_,)):
+        return bool(obj)
+    if isinstance(obj, Path):
+        return str(obj)
+    return obj
+
+
+def write_result(out_dir, scenario: int, name: str, payload: dict) -> Path:
+    path = Path(out_dir) / f"scenario{scenario}" / f"{name}.json"
+    atomic_write_json(path, jsonable(payload))
+    return path
+
+
+def load_results(results_root, scenario: int) -> list[dict]:
+    folder = Path(results_root) / f"scenario{scenario}"
+    out = []
+    for p in sorted(folder.glob("*.json")) if folder.is_dir() else []:
+        d = read_json(p)
+        d["_file"] = str(p)
+        out.append(d)
+    return out
+
+
+def regenerate_report(args) -> None:
+    """Rebuild RESULTS.md + figures from every scenario's JSON (unless --no-report)."""
+    if getattr(args, "no_report", False):
+        return
+    from .report import make_report
+
+    path = make_report(results_dir(args), Path(args.report_dir))
+    print(f"report: {path}")
