@@ -174,7 +174,7 @@ def test_train_all_trains_assembles_and_skips_finished_blocks(tmp_path_factory, 
 
     from ftcp.ssl import data as D
 
-    root = synthetic_root_cached(tmp_path_factory.getbasetemp())
+    root = synthetic_root_cached(tmp_path_factory.mktemp("train_all_root"))  # own copy: <root>/SSL is written below
     D.prepare(root, root / "SSL")          # split + normaliser in <root>/SSL; --out below is another directory
     out, table_dir = tmp_path / "ssl", tmp_path / "table"
     argv = ["--data", str(root), "--out", str(out), "--device", "cpu", "--threads", "1", "--epochs-scale", "0.05",

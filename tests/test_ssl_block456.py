@@ -27,7 +27,8 @@ TINY = {
 
 @pytest.fixture(scope="module")
 def root(tmp_path_factory):
-    return synthetic_root_cached(tmp_path_factory.getbasetemp())
+    # own copy: tests here write <root>/SSL, which other modules' shared root must not see
+    return synthetic_root_cached(tmp_path_factory.mktemp("block456_root"))
 
 
 @pytest.fixture(scope="module")
