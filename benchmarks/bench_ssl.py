@@ -37,9 +37,7 @@ from ftcp.ssl import data as D  # noqa: E402
 from ftcp.ssl.cli import load_block  # noqa: E402
 from ftcp.ssl.engine import TrainConfig, run_block, setup_distributed  # noqa: E402
 from ftcp.ssl.export import load_embeddings  # noqa: E402
-
-#: the faster settings documented in SSL_Training/README.md (larger batches, scaled learning rates)
-FAST = {1: {}, 2: {}, 3: {"batch_size": 256, "lr": 2e-3, "warmup_epochs": 1.0}, 4: {}, 5: {}, 6: {}}
+from ftcp.ssl.train_all import FAST  # noqa: E402  (the --preset fast settings, SSL_Training/README.md)
 
 
 # ------------------------------------------------------------------------------------------
@@ -155,7 +153,7 @@ def main(argv=None):
     for number in args.blocks:
         block = load_block(number)
         blocks.append(block)
-        preset = FAST[number] if args.preset == "fast" else {}
+        preset = FAST.get(number, {}) if args.preset == "fast" else {}
         model = {}
         for item in args.model or []:
             n, kv = item.split(":", 1)

@@ -136,3 +136,28 @@ print("ok")
     proc = subprocess.run([sys.executable, "-c", code], cwd=repo, capture_output=True, text=True, timeout=300,
                           env={**__import__("os").environ, "PYTHONPATH": str(repo), "OMP_NUM_THREADS": "1"})
     assert proc.returncode == 0 and proc.stdout.strip().endswith("ok"), proc.stderr[-3000:]
+
+
+def test_a_non_finite_step_is_skipped_and_reported(root, tmp_path, monkeypatch):
+    """One poisoned batch must not turn every weight into NaN (it did on an H100 run of Block 3)."""
+    block = load_block(2)
+    calls = {"n": 0}
+    original = type(block).make_views
+
+    def poisoned(self, batch, gen, train):
+        inputs, targets = original(self, batch, gen, train)
+        calls["n"] += torch.is_grad_enabled()             # training steps only (baseline passes run no_grad)
+        if train and torch.is_grad_enabled() and calls["n"] == 2:   # the second training step only
+            inputs = {k: v * float("nan") if v.is_floating_point() else v for k, v in inputs.items()}
+        return inputs, targets
+
+    monkeypatch.setattr(type(block), "make_views", poisoned)
+    settings = dict(device="cpu", progress=False, model=dict(TINY[2]), batch_size=4, lr=3e-3, epochs=2,
+                    patience=100, eval_batch_size=32, threads=1)
+    metrics = run_block(block, TrainConfig.for_block(block, **settings), root=root, ssl_dir=tmp_path, log=None)
+    first = metrics["history"][0]
+    assert first["skipped_steps"] == 1 and len(first["skipped_batch_ids"]) == 4
+    assert metrics["history"][1]["skipped_steps"] == 0
+    assert all(np.isfinite(h["train_loss"]["total"]) for h in metrics["history"])
+    _, emb = load_embeddings(tmp_path / block.dirname / "embeddings.npz")
+    assert np.isfinite(emb).all()

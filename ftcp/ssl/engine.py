@@ -214,6 +214,15 @@ def eval_batches(positions: np.ndarray, batch_size: int, data: DeviceData):
             for s in range(0, len(order), batch_size)]
 
 
+def _reset_poisoned_norm_stats(model: torch.nn.Module) -> None:
+    """After a skipped step: batch-norm running statistics that the non-finite forward pass
+    updated are reset (they re-accumulate within a few steps) rather than kept as NaN."""
+    for m in model.modules():
+        if isinstance(m, torch.nn.modules.batchnorm._NormBase) and m.track_running_stats:
+            if not (torch.isfinite(m.running_mean).all() and torch.isfinite(m.running_var).all()):
+                m.reset_running_stats()
+
+
 def train_batches(positions: np.ndarray, per_rank: int, ddp: Dist, epoch_rng: np.random.Generator,
                   data: DeviceData, bucket: bool):
     """One epoch of global batches (drop_last); returns this rank's [(positions, length)]."""
@@ -480,6 +489,7 @@ class Trainer:
             order = torch.from_numpy(np.concatenate([p for p, _ in batches])).to(self.dd.store)
             model.train()
             sums = torch.zeros(len(self.tasks), device=self.device)
+            skipped, skipped_ids = 0, []
             _sync(self.device)
             t_epoch = time.perf_counter()
             offset = 0
@@ -494,15 +504,30 @@ class Trainer:
                 loss = (losses * weights).sum()
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
-                if cfg.grad_clip:
-                    torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-                opt.step()
+                norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip or math.inf)
+                # A non-finite step (one degenerate batch, a bf16 overflow) is skipped, as AMP's grad
+                # scaler does, instead of poisoning every weight; DDP grads are all-reduced, so every
+                # rank takes the same decision.  One host sync per step.
+                if torch.isfinite(norm):
+                    opt.step()
+                    sums += losses.detach()
+                else:
+                    skipped += 1
+                    _reset_poisoned_norm_stats(model)
+                    if not skipped_ids:
+                        skipped_ids = [str(m) for m in self.data.ids[pos]]
                 sched.step()
-                sums += losses.detach()
             _sync(self.device)
             train_seconds = time.perf_counter() - t_epoch
             self.ddp.all_reduce_([sums])
-            train_loss = (sums / max(1, len(batches) * self.ddp.world)).tolist()
+            taken = len(batches) - skipped
+            if skipped:
+                self.log(f"block {block.number} epoch {epoch + 1}: skipped {skipped} of {len(batches)} steps with "
+                         f"a non-finite gradient (first batch: {', '.join(skipped_ids[:8])}...)")
+            if taken < 0.95 * len(batches):
+                raise FloatingPointError(f"block {block.number}: {skipped} of {len(batches)} steps at epoch "
+                                         f"{epoch + 1} had a non-finite gradient; try a lower --lr or --amp off")
+            train_loss = (sums / max(1, taken * self.ddp.world)).tolist()
             t_eval = time.perf_counter()
             val = self._evaluate(_unwrap(model), self.parts["val"], metrics=False)["loss"]
             eval_seconds = time.perf_counter() - t_eval
@@ -513,7 +538,8 @@ class Trainer:
             record = {"epoch": epoch + 1, "lr": sched.get_last_lr()[0],
                       "train_loss": {**{t.name: v for t, v in zip(self.tasks, train_loss)}, "total": total},
                       "val_loss": val, "train_seconds": train_seconds, "eval_seconds": eval_seconds,
-                      "steps": len(batches), "samples": len(batches) * per_rank * self.ddp.world,
+                      "steps": len(batches), "skipped_steps": skipped, "skipped_batch_ids": skipped_ids,
+                      "samples": len(batches) * per_rank * self.ddp.world,
                       "samples_per_s": len(batches) * per_rank * self.ddp.world / max(train_seconds, 1e-9)}
             state["history"].append(record)
             state["epoch"] = epoch + 1
