@@ -32,8 +32,18 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     add_data_argument(parser, top_level=True)
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    unavailable = []
     for name in COMMAND_MODULES:
-        importlib.import_module(name).register_cli(subparsers)
+        try:
+            module = importlib.import_module(name)
+        except ImportError as exc:
+            # a missing optional dependency (say, a minimal GPU image without the hub client)
+            # must not take every other command down with it
+            unavailable.append(f"{name} ({exc})")
+            continue
+        module.register_cli(subparsers)
+    if unavailable:
+        parser.epilog = "Commands not available here (missing dependency): " + "; ".join(unavailable)
     return parser
 
 
