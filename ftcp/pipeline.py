@@ -204,7 +204,9 @@ def run_stages(stages: list[Stage], ctx: Context, selected: list[str] | None = N
     if any(s.needs_checkout for s in stages[:last + 1] if selected is None or s.name in selected):
         require_checkout()
     ctx.out.mkdir(parents=True, exist_ok=True)
-    ctx.state = {"format": STATE_FORMAT, "version": STATE_VERSION, "stages": {}} if ctx.restart else load_state(ctx.out)
+    # --restart alone starts over; with --stages it reruns just the selected stages
+    fresh_state = ctx.restart and selected is None
+    ctx.state = {"format": STATE_FORMAT, "version": STATE_VERSION, "stages": {}} if fresh_state else load_state(ctx.out)
     ctx.state.setdefault("stages", {})
     ctx.state.update(command=ctx.command, synthetic=ctx.synthetic, data=str(ctx.data))
     timing = {"command": ctx.command, "started": _now(), "stages": {}, "synthetic": ctx.synthetic}
@@ -214,7 +216,7 @@ def run_stages(stages: list[Stage], ctx: Context, selected: list[str] | None = N
         for i, stage in enumerate(stages[:last + 1]):
             key = _canonical({**stage.key(ctx), "after": previous})
             why = stale_reason(stage, ctx, key)
-            if ctx.restart and selected is None:
+            if ctx.restart and (selected is None or stage.name in selected):
                 why = "--restart"
             if selected is not None and stage.name not in selected:
                 if why is not None:

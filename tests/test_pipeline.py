@@ -149,6 +149,10 @@ def test_runner_stage_selection(tmp_path):
         P.run_stages(_stages(calls), _ctx(tmp_path), selected=["zz"])
     P.run_stages(_stages(calls), _ctx(tmp_path), selected=["a", "b"])
     assert calls == ["a", "b"] and not (tmp_path / "c.txt").exists()
+    ctx = _ctx(tmp_path)
+    ctx.restart = True                                            # with --stages: only those run again
+    P.run_stages(_stages(calls), ctx, selected=["b"])
+    assert calls == ["a", "b", "b"]
     assert P.expand_stages(["ssl", "report"], P.demo_stages())[:2] == ["ssl-prepare", "ssl-block1"]
 
 
