@@ -5,6 +5,7 @@ Public API (stable):
     to_structure(ftcp_array) -> pymatgen Structure
     layout: the FTCP row/column bands and the six SSL blocks
     open_dataset(root=None) -> Dataset view of a native store or the upstream layout
+    embed(structures, checkpoint_dir, device="cpu") -> (N, 2048) SSL features from trained encoders
 """
 from . import layout
 from .featurizer import PHASES, RejectedStructure, check_structure, featurize, to_structure
@@ -18,8 +19,11 @@ def __getattr__(name):
     if name == "open_dataset":
         from .dataset import open_dataset
         return open_dataset
+    if name == "embed":       # lazy: needs torch and the block encoders
+        from .embedding import embed
+        return embed
     raise AttributeError(f"module 'ftcp' has no attribute {name!r}")
 
 
-__all__ = ["open_dataset", "featurize", "to_structure", "check_structure", "RejectedStructure", "PHASES",
+__all__ = ["open_dataset", "embed", "featurize", "to_structure", "check_structure", "RejectedStructure", "PHASES",
            "RowMinMaxScaler", "layout", "__version__"]

@@ -18,7 +18,9 @@ COMMAND_MODULES = [
     "ftcp.store",    # build, info
     "ftcp.splits",   # split
     "ftcp.hub",      # download, publish, fetch
-    "ftcp.ssl.cli",  # ssl-prepare, ssl-pack, ssl-train
+    "ftcp.ssl.cli",  # ssl-prepare, ssl-pack, ssl-train, ssl-train-all, ssl-assemble, ...
+    "ftcp.embedding",  # embed
+    "ftcp.pipeline",   # demo, reproduce
 ]
 
 

@@ -731,6 +731,9 @@ def _finalize(inp: _Input, journal: dict, work: Path, root: Path, required, work
         "versions": {"numpy": np.__version__, "pymatgen": dist_version("pymatgen"), "python": sys.version.split()[0]},
         "reject_reasons": {k: REJECT_REASONS[k] for k in rejected},
     }
+    synthetic = synthetic_provenance(inp.path, inp.sha256)
+    if synthetic:
+        manifest["synthetic"] = synthetic
     if inp.n_rows != n + manifest["counts"]["rejected"]:
         raise RuntimeError("internal error: input rows != accepted + rejected")
     atomic_write_json(work / MANIFEST, manifest)
@@ -740,6 +743,26 @@ def _finalize(inp: _Input, journal: dict, work: Path, root: Path, required, work
     atomic_write_json(work / "journal.json", journal)
     if hook:
         hook("finalizing", -1)
+
+
+def synthetic_provenance(path: Path, sha256: str) -> dict | None:
+    """The synthetic-data record of an input written by ``ftcp.demo_data`` (its JSON sidecar, when it
+    says ``synthetic`` and matches the input's checksum), else None.  Stores built from it carry the
+    record in their manifest, and every downstream report labels its numbers as synthetic."""
+    from .demo_data import sidecar_path
+
+    side = sidecar_path(path)
+    if side == Path(path) or not side.is_file():
+        return None
+    try:
+        info = read_json(side)
+    except (OSError, ValueError):
+        return None
+    if not isinstance(info, dict) or info.get("synthetic") is not True or info.get("csv_sha256") != sha256:
+        return None
+    return {"statement": info.get("statement"), "generator": info.get("generator"),
+            "generator_version": info.get("generator_version"), "seed": info.get("seed"),
+            "sidecar": str(side.resolve()), "labels": info.get("labels")}
 
 
 def _remove_stale_splits(root: Path) -> list[str]:

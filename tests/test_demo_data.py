@@ -159,3 +159,23 @@ def test_command_line(tmp_path, capsys):
 def test_rejects_empty_request():
     with pytest.raises(ValueError, match="positive"):
         demo.generate_demo_dataset(n=0, progress=False)
+
+
+def test_store_built_from_the_demo_csv_is_marked_synthetic(tmp_path):
+    import shutil
+
+    from ftcp.store import build_store
+
+    csv_path, side = demo.write_demo_csv(tmp_path / "a" / "demo.csv.gz", n=6, seed=3, progress=False)
+    labels = {k: k for k in demo.LABELS}
+    m = build_store(csv_path, tmp_path / "root", label_map=labels, workers=1, progress=False)
+    assert m["synthetic"]["generator"] == "ftcp.demo_data" and "DFT" in m["synthetic"]["statement"]
+    # the sidecar vouches only for the exact file it describes: no sidecar, or another file's -> not marked
+    lone = tmp_path / "b" / "demo.csv.gz"
+    lone.parent.mkdir()
+    shutil.copyfile(csv_path, lone)
+    assert "synthetic" not in build_store(lone, tmp_path / "root_b", label_map=labels, workers=1, progress=False)
+    info = json.loads(side.read_text())
+    info["csv_sha256"] = "0" * 64
+    (tmp_path / "b" / "demo.json").write_text(json.dumps(info))
+    assert "synthetic" not in build_store(lone, tmp_path / "root_c", label_map=labels, workers=1, progress=False)

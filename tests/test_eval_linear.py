@@ -130,3 +130,34 @@ def test_chunks_in_any_order_join_by_id(problem):
         bad = y[tr].copy()
         bad[0, 0] = np.nan
         fit_linear(array_chunks(ids[tr], x[tr]), ids[tr], bad)
+
+
+def test_float_noise_training_column_counts_as_constant():
+    """A column that is 0 on every training row but for float noise must get coefficient 0: with
+    StandardScaler's tiny std a test value of 0.5 becomes z ~ 1e13 and even Ridge predicts ~1e12
+    (the demo's FTCP Ridge RMSE of ~1e13)."""
+    rng = np.random.default_rng(1)
+    n, p = 80, 6
+    x = rng.normal(size=(n + 10, p))
+    y = 2.0 * x[:, 0] - x[:, 1] + 0.1 * rng.normal(size=n + 10)
+    x[:, 5] = 0.0
+    x[3, 5] = 1e-13                    # rounding noise on one training row
+    x[n + 2, 5] = 0.5                  # a real value on one test row
+    ids = np.array([f"mp-{i}" for i in range(n + 10)])
+    fit = fit_linear(array_chunks(ids[:n], x[:n]), ids[:n], y[:n])
+    assert 5 not in fit.active
+    clean = fit_linear(array_chunks(ids[:n], x[:n, :5]), ids[:n], y[:n])
+    models = {"ridge": ("ridge", 1.0), "ols": "ols"}
+    pred, _ = fit.predict(array_chunks(ids[n:], x[n:]), ids[n:], models)
+    ref, _ = clean.predict(array_chunks(ids[n:], x[n:, :5]), ids[n:], models)
+    for m in models:
+        np.testing.assert_allclose(pred[m], ref[m], rtol=1e-10, atol=1e-10)
+        assert np.abs(pred[m][:, 0] - y[n:]).max() < 1.0
+
+
+def test_constant_columns_tolerance():
+    from ftcp.evaluation.linear import constant_columns
+
+    lo = np.array([0.0, 0.0, 90.0, 0.0, -5.0])
+    hi = np.array([0.0, 1e-12, 90.0 + 5e-6, 1e-3, 5.0])
+    assert constant_columns(lo, hi).tolist() == [True, True, True, False, False]

@@ -43,7 +43,9 @@ def test_t_interval_and_bootstrap():
 
 def test_units():
     assert target_unit("formation_energy") == "eV/atom" and target_unit("band_gap") == "eV"
-    assert target_unit("density") == ""
+    assert target_unit("some_other_label") == ""
+    # the synthetic demo targets carry their units (the demo report showed empty units before)
+    assert target_unit("ewald_energy_per_atom") == "eV/atom" and target_unit("density") == "g/cm^3"
 
 
 def test_measure_sees_numpy_allocations_and_nesting():

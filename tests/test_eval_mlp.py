@@ -75,3 +75,28 @@ def test_wrapper_fits_and_restricts():
     np.testing.assert_allclose(make().fit(x[:, keep], y).predict(x[:, keep]), p, rtol=1e-6)   # seeded
     with pytest.raises(ValueError, match="init_columns"):
         make().fit(x, y)
+
+
+def test_train_constant_columns_standardise_to_zero_at_predict_time():
+    """Columns constant on the fit rows (exactly, or up to float noise) standardise to 0 on every row, so a
+    test-only value cannot reach the network (StandardScaler's scale 1 / 1e-13 std gave MLP R2 of -6e27)."""
+    from ftcp.evaluation.mlp import column_standardiser
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(120, 5))
+    y = x[:, 0] - 0.5 * x[:, 1]
+    x[:, 2] = 3.0                      # constant
+    x[:, 3] = 0.0
+    x[7, 3] = 1e-13                    # float noise
+    mean, scale = column_standardiser(x)
+    test = rng.normal(size=(6, 5))
+    test[:, 2] = 40.0
+    test[:, 3] = 0.5
+    z = (test - mean) / scale
+    assert np.isfinite(z).all() and (z[:, 2] == 0).all() and (z[:, 3] == 0).all()
+    assert np.allclose(z[:, [0, 1, 4]], (test[:, [0, 1, 4]] - x[:, [0, 1, 4]].mean(0)) / x[:, [0, 1, 4]].std(0))
+    m = TorchMLPRegressor(lambda d: hybrid_mlp(d, hidden=(8,), dropout=(0.0,)),
+                          TrainConfig(batch_size=32, max_epochs=5, patience=5), seed=0).fit(x, y)
+    same = test.copy()
+    same[:, 2], same[:, 3] = 3.0, 0.0
+    np.testing.assert_allclose(m.predict(test), m.predict(same), rtol=1e-6)

@@ -25,6 +25,7 @@ Pretext tasks:
 """
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -94,6 +95,10 @@ class CrystalSystemBlock(SSLBlock):
     def extra_fields(self, data):
         codes, _ = T.load_crystal_systems(data.ids, data.search_dirs())
         return {"crystal_system": codes}
+
+    def inference_fields(self, data):
+        # the crystal system is a pretext target, never an encoder input: new crystals get "unknown"
+        return {"crystal_system": np.full(len(data.ids), T.UNKNOWN, dtype=np.int64)}
 
     def prepare_fields(self, fields):
         return {"lattice": fields["lattice"].reshape(-1, 6), "params": fields["lattice_raw"].reshape(-1, 6),

@@ -13,8 +13,11 @@ Definitions (Z = training features standardised with the training mean and popul
 standard deviation, as ``StandardScaler``; Z~ = Z centred = U S V'; the intercept is never
 penalised; ``u = U' (y - mean y)``):
 
-* **Constant columns** (max == min over the training rows) standardise to exactly 0
-  (StandardScaler gives them scale 1).  A zero column has no part in any singular vector,
+* **Constant columns** (max == min over the training rows, or a spread at float-rounding
+  level, see :func:`constant_columns`) standardise to exactly 0, on the training rows and at
+  predict time alike (StandardScaler gives them scale 1; a column that is 0 on every training
+  row but for float noise such as 1e-16 would get a scale of ~1e-17 and turn a test value of
+  0.5 into z ~ 1e16, which even Ridge cannot absorb).  A zero column has no part in any singular vector,
   so the minimum-norm and ridge solutions give it coefficient 0 whatever the test values
   are.  Dropping those columns first is therefore *exact*, and it removes the ~18.2k
   structurally-zero FTCP columns (R shrinks from 25,200^2 to ~6.5k^2).
@@ -60,6 +63,22 @@ EPS = float(np.finfo(np.float64).eps)
 OLS_CONDS = (EPS, 1e-12, 1e-10, 1e-8, 1e-6, 1e-4)
 
 ChunkSource = Callable[[], Iterable[tuple[np.ndarray, np.ndarray]]]
+#: A training column counts as constant when its spread (max - min) is at most this fraction of
+#: its magnitude, taken as at least 1: float-rounding noise (features are stored as float32, whose
+#: resolution is ~6e-8 relative) and nothing else, for features in physical or O(1) units such as
+#: FTCP, SSL embeddings and Magpie descriptors.
+CONSTANT_RTOL = 1e-6
+
+
+def constant_columns(lo: np.ndarray, hi: np.ndarray, rtol: float = CONSTANT_RTOL) -> np.ndarray:
+    """Boolean mask of the columns whose training range [lo, hi] is constant up to float noise.
+
+    Shared by the linear solver and the MLPs' standardiser (``ftcp.evaluation.mlp``), so both
+    give such columns no influence, at fit and at predict time alike.
+    """
+    lo, hi = np.asarray(lo, dtype=np.float64), np.asarray(hi, dtype=np.float64)
+    magnitude = np.maximum(1.0, np.maximum(np.abs(lo), np.abs(hi)))
+    return (hi - lo) <= rtol * magnitude
 
 
 def array_chunks(ids, x, chunk_size: int = 4096) -> ChunkSource:
@@ -287,7 +306,7 @@ def fit_linear(source: ChunkSource, ids, y, cond: float = EPS, block_rows: int |
         st = column_stats(source, ids)
     timings["column_stats"] = rec
     n = st["n"]
-    active = np.flatnonzero(st["max"] > st["min"])
+    active = np.flatnonzero(~constant_columns(st["min"], st["max"]))
     mean, var = st["mean"][active], st["var"][active]
     if np.any(var <= 0):
         raise ValueError("a non-constant column has zero variance (precision loss)")

@@ -5,8 +5,12 @@ import math
 
 import numpy as np
 
-#: Units of the known targets; any other label column is reported without a unit.
-TARGET_UNITS = {"formation_energy": "eV/atom", "band_gap": "eV"}
+from ..demo_data import LABELS as _DEMO_LABELS
+
+#: Units of the known targets (the paper's two and the synthetic demo dataset's labels); any other
+#: label column is reported without a unit.
+TARGET_UNITS = {"formation_energy": "eV/atom", "band_gap": "eV",
+                **{name: spec["unit"] for name, spec in _DEMO_LABELS.items()}}
 
 
 def target_unit(target: str) -> str:

@@ -203,18 +203,29 @@ class _Rescaled(nn.Module):
 
 
 def column_standardiser(x: np.ndarray, chunk_size: int = 4096) -> tuple[np.ndarray, np.ndarray]:
-    """(mean, scale) of the columns of ``x`` as StandardScaler: population std, 1 where constant."""
+    """(mean, scale) of the columns of ``x`` as StandardScaler (population std), except that a
+    column constant on these rows (exactly, or up to float noise: ``linear.constant_columns``)
+    gets scale ``inf``, so ``(x - mean) / scale`` is 0 for it on every row, including rows it was
+    not fitted on.  (StandardScaler's scale 1 passes a test-only deviation through unscaled, and
+    a float-noise column's tiny std turns it into z ~ 1e16: MLP R2 of -1e27 on small data.)"""
+    from .linear import constant_columns
+
     n = len(x)
     s1 = np.zeros(x.shape[1])
+    lo = np.full(x.shape[1], np.inf)
+    hi = np.full(x.shape[1], -np.inf)
     for s in range(0, n, chunk_size):
-        s1 += np.asarray(x[s:s + chunk_size], dtype=np.float64).sum(axis=0)
+        c = np.asarray(x[s:s + chunk_size], dtype=np.float64)
+        s1 += c.sum(axis=0)
+        np.minimum(lo, c.min(axis=0), out=lo)
+        np.maximum(hi, c.max(axis=0), out=hi)
     mean = s1 / n
     s2 = np.zeros(x.shape[1])
     for s in range(0, n, chunk_size):
         d = np.asarray(x[s:s + chunk_size], dtype=np.float64) - mean
         s2 += (d * d).sum(axis=0)
     std = np.sqrt(s2 / n)
-    return mean, np.where(std > 0, std, 1.0)
+    return mean, np.where(constant_columns(lo, hi) | ~(std > 0), np.inf, std)
 
 
 def inner_split(n: int, val_fraction: float, seed: int, groups=None) -> tuple[np.ndarray, np.ndarray]:

@@ -24,9 +24,12 @@ def _plt():
     return plt
 
 
-def _save(fig, path: Path) -> Path:
+def _save(fig, path: Path, note: str | None = None) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
+    if note:       # e.g. "SYNTHETIC demo data - not DFT", on every figure of such a report
+        fig.subplots_adjust(bottom=fig.subplotpars.bottom + 0.06)
+        fig.text(0.5, 0.01, note, ha="center", va="bottom", fontsize=8, color="firebrick", weight="bold")
     fig.savefig(path, dpi=130)
     import matplotlib.pyplot as plt
 
@@ -39,7 +42,7 @@ def _pretty_target(t: str) -> str:
 
 
 # ---------------------------------------------------------------------------------------
-def s1_pca_comparison(results: list[dict], paper: dict, path: Path, standin: bool) -> Path | None:
+def s1_pca_comparison(results: list[dict], paper: dict, path: Path, standin: bool, note: str | None = None) -> Path | None:
     """Upstream's PCA figure redone: test RMSE of every Scenario-1 model, log scale, per target."""
     if not results:
         return None
@@ -69,7 +72,7 @@ def s1_pca_comparison(results: list[dict], paper: dict, path: Path, standin: boo
         handles, hl = ax.get_legend_handles_labels()
         if hl:
             ax.legend(handles[:1], hl[:1], fontsize=7, loc="upper right")
-    return _save(fig, path)
+    return _save(fig, path, note)
 
 
 def _feat_label(f: str) -> str:
@@ -83,7 +86,7 @@ def _feat_color(f: str) -> str:
     return {"none": "#bdbdbd", "ftcp": "#3182bd", "ssl": "#e6550d", "magpie": "#31a354"}.get(f, "#756bb1")
 
 
-def s1_ols_sweep(results: list[dict], path: Path) -> Path | None:
+def s1_ols_sweep(results: list[dict], path: Path, note: str | None = None) -> Path | None:
     """OLS test RMSE against the singular-value cutoff, and the FTCP singular-value spectrum."""
     res = [r for r in results if r.get("feature_sets", {}).get("ftcp", {}).get("ols_sweep")]
     if not res:
@@ -115,10 +118,10 @@ def s1_ols_sweep(results: list[dict], path: Path) -> Path | None:
         a2.set_ylabel("singular value / largest (log scale)")
         a2.set_title(f"singular values of the standardised FTCP design\n({res[0]['feature_sets']['ftcp']['n_active']} "
                      f"non-constant of 25,200 columns, {res[0]['n_train']} rows)", fontsize=9)
-    return _save(fig, path)
+    return _save(fig, path, note)
 
 
-def s1_splits(results: list[dict], path: Path) -> Path | None:
+def s1_splits(results: list[dict], path: Path, note: str | None = None) -> Path | None:
     """Test RMSE against the test share of the random split (the 'stable across splits' claim)."""
     by_target: dict[str, list[dict]] = {}
     for r in results:
@@ -146,11 +149,11 @@ def s1_splits(results: list[dict], path: Path) -> Path | None:
         ax.set_ylim(bottom=0)
         ax.set_title(f"{_pretty_target(t)} (FTCP OLS omitted: see the sweep figure)", fontsize=9)
         ax.legend(fontsize=6)
-    return _save(fig, path)
+    return _save(fig, path, note)
 
 
 # ---------------------------------------------------------------------------------------
-def s2_figure(res: dict, paper: dict, path: Path, standin: bool) -> Path | None:
+def s2_figure(res: dict, paper: dict, path: Path, standin: bool, note: str | None = None) -> Path | None:
     """R2 and RMSE of each model/feature set with t-intervals over seeds; importance shares."""
     if not res:
         return None
@@ -201,7 +204,7 @@ def s2_figure(res: dict, paper: dict, path: Path, standin: bool) -> Path | None:
         a3.set_xlim(0, 100)
         a3.set_xlabel("share of importance on the SSL columns (%)")
         a3.set_title("hybrid model attribution" + (" — SSL = STAND-IN" if standin else ""), fontsize=9)
-    return _save(fig, path)
+    return _save(fig, path, note)
 
 
 def _half(ci: dict) -> float:
@@ -212,7 +215,7 @@ def _half(ci: dict) -> float:
 
 
 # ---------------------------------------------------------------------------------------
-def s3_figure(res: dict, paper: dict, path: Path, standin: bool) -> Path | None:
+def s3_figure(res: dict, paper: dict, path: Path, standin: bool, note: str | None = None) -> Path | None:
     """SSL contribution, delta R2, delta MAE and base/combined R2 against the labelled fraction."""
     if not res or not res.get("results"):
         return None
@@ -251,4 +254,4 @@ def s3_figure(res: dict, paper: dict, path: Path, standin: bool) -> Path | None:
     fig.suptitle(f"Scenario 3, {_pretty_target(res['target'])}: {res.get('n_test')} test rows, mean over "
                  f"{res['settings']['seeds']} seeds with 95 % t-intervals, OOF residuals"
                  + (" — SSL = STAND-IN features" if standin else ""), fontsize=9)
-    return _save(fig, path)
+    return _save(fig, path, note)

@@ -164,6 +164,8 @@ def assemble(ssl_dir, root=None, features_dir=None, blocks=L.BLOCKS, upstream_la
                     "world_size": rec["config"].get("world_size"), "device_name": rec["config"].get("device_name")}
                    for b, d, o, rec in zip(blocks, dims, offsets, records)],
         "outputs": {FEATURES_FILE: sha256_file(out_dir / FEATURES_FILE), IDS_FILE: sha256_file(out_dir / IDS_FILE)},
+        # the structure-factor phase of the store the encoders saw: ftcp.embed featurizes new crystals with it
+        "ftcp_phase": (_read_json(Path(root) / "manifest.json") or {}).get("phase") if root is not None else None,
     }
     if upstream_layout:
         if root is None:

@@ -106,6 +106,15 @@ class SSLBlock:
         """Extra per-material arrays (store order), e.g. cached targets; ``data`` is ``SSLData``."""
         return {}
 
+    def inference_fields(self, data) -> dict[str, np.ndarray]:
+        """``extra_fields`` for embedding crystals outside the training store (``ftcp.embed``).
+
+        The default is ``extra_fields``; a block whose extra fields are cached pretext *targets*
+        (never read by ``clean_inputs``) returns placeholders here instead, since new crystals
+        have no cache entry.
+        """
+        return self.extra_fields(data)
+
     def prepare_fields(self, fields: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """One-off numpy preprocessing of the loaded fields (store order, all materials)."""
         return fields

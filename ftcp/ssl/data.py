@@ -150,6 +150,32 @@ class PackSource(Source):
         return self._names
 
 
+class ArraySource(Source):
+    """FTCP held in memory (e.g. crystals featurized for ``ftcp.embed``), with their IDs."""
+
+    kind = "array"
+
+    def __init__(self, ftcp, ids=None, root=None):
+        ftcp = np.asarray(ftcp, dtype=np.float32)
+        if ftcp.ndim != 3 or ftcp.shape[1:] != L.SHAPE:
+            raise ValueError(f"expected FTCP of shape (N, {L.N_ROWS}, {L.N_COLS}), got {ftcp.shape}")
+        self.ftcp = ftcp
+        self.ids = _check_ids(np.array([f"row-{i}" for i in range(len(ftcp))]) if ids is None else ids, "ArraySource")
+        if len(self.ids) != len(ftcp):
+            raise ValueError(f"{len(self.ids)} IDs for {len(ftcp)} FTCP arrays")
+        self.root = Path(root) if root is not None else Path(".")
+
+    def region(self, name: str) -> np.ndarray:
+        return np.ascontiguousarray(L.region(self.ftcp, name), dtype=np.float32).reshape(
+            (len(self.ids),) + region_shape(name))
+
+    def regions_available(self):
+        return tuple(L.REGIONS)
+
+    def full_ftcp(self):
+        return self.ftcp
+
+
 def open_source(root=None) -> Source:
     """Open a native store (``ftcp.npy`` + ``material_ids.npy``) or a region pack."""
     root = data_root(root)

@@ -151,8 +151,12 @@ def _sync(device):
 
 # ------------------------------------------------------------------------------------------
 # data on the device
-def load_block_fields(block: SSLBlock, data: D.SSLData) -> dict[str, np.ndarray]:
-    """The block's fields for every material (store order), numpy, after ``prepare_fields``."""
+def load_block_fields(block: SSLBlock, data: D.SSLData, inference: bool = False) -> dict[str, np.ndarray]:
+    """The block's fields for every material (store order), numpy, after ``prepare_fields``.
+
+    ``inference``: for embedding crystals outside the training store (``block.inference_fields``
+    instead of ``block.extra_fields``: no cached pretext targets are needed).
+    """
     raw_cache: dict[str, np.ndarray] = {}
     fields = {}
     for f in block.fields:
@@ -160,7 +164,7 @@ def load_block_fields(block: SSLBlock, data: D.SSLData) -> dict[str, np.ndarray]
             raw_cache[f.region] = data.source.region(f.region)
         raw = raw_cache[f.region]
         fields[f.name] = D.normalise_region(data.scaler, f.region, raw) if f.normalised else raw
-    fields.update(block.extra_fields(data))
+    fields.update(block.inference_fields(data) if inference else block.extra_fields(data))
     fields = block.prepare_fields(fields)
     n = len(data.ids)
     for k, v in fields.items():

@@ -81,7 +81,9 @@ def build_table(ssl_dir, command: str | None = None, data_root=None) -> dict:
             "parts": cfg.get("parts"), "created": cfg.get("created"),
             "train_seconds": (metrics.get("timing") or {}).get("train_seconds")}
     some_cfg = next((rec["config"] for rec in blocks.values() if rec["config"]), {}) or {}
-    return {
+    root = data_root if data_root else some_cfg.get("data_root")
+    manifest = _load(Path(root) / "manifest.json") if root else None
+    return {"synthetic": (manifest or {}).get("synthetic"),
         "kind": "pretext_task_table", "created": time.strftime("%Y-%m-%d %H:%M:%S"),
         "ssl_dir": str(ssl_dir), "data_root": str(data_root) if data_root else some_cfg.get("data_root"),
         "split": some_cfg.get("split"), "n_materials": some_cfg.get("n_materials"),
@@ -111,7 +113,11 @@ def to_markdown(table: dict) -> str:
     lines = ["# Pretext tasks: validation and test vs trivial baselines", "",
              f"Data: `{table['data_root']}` ({table['n_materials']} materials; SSL split seed "
              f"{(table['split'] or {}).get('seed')}, sizes {(table['split'] or {}).get('sizes')}). "
-             f"Created {table['created']} by `{table['command']}`.", "",
+             f"Created {table['created']} by `{table['command']}`.", ""]
+    if table.get("synthetic"):
+        lines += ["> **SYNTHETIC DEMO DATA — not DFT, not Materials Project** (`ftcp.demo_data`): these pretext-task "
+                  "numbers only show that training runs end to end.", ""]
+    lines += [
              f"**{s['test_ge_val']} of {s['tasks_run']}** tasks have test >= validation (in the metric's better "
              f"direction); the paper reports {s['paper_test_ge_val']} of 13. "
              f"{s['beat_baseline_test']} of {s['tasks_run']} beat their trivial baseline on test."
