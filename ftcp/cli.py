@@ -49,9 +49,26 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _apply_top_level_data(parser, args, argv) -> None:
+    """``ftcp --data X cmd``: hand X to a subcommand whose own ``--data`` defaults to None.
+
+    Some subcommands (the ``ssl-*`` family, shared with ``python -m ftcp.ssl``) declare ``--data``
+    with ``default=None``, and argparse lets that default overwrite the top-level value.  The
+    subcommand's own ``--data`` still wins when both are given.
+    """
+    if getattr(args, "data", None) is not None or not args.command or args.command not in argv:
+        return
+    top = argparse.ArgumentParser(add_help=False)
+    add_data_argument(top, top_level=True)
+    known, _ = top.parse_known_args(argv[:argv.index(args.command)])
+    if known.data is not None:
+        args.data = known.data
+
+
 def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    _apply_top_level_data(parser, args, sys.argv[1:] if argv is None else list(argv))
     if getattr(args, "func", None) is None:
         parser.print_help()
         return 2
