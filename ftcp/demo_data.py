@@ -42,7 +42,7 @@ How a demo crystal is made (all deterministic given ``seed``; row ``i`` depends 
        Cell volume / number of sites; an extra label.
 
 Entry points: :func:`generate_demo_dataset` (a DataFrame), :func:`write_demo_csv` (a gzipped CSV
-that ``python -m ftcp build --source`` ingests, plus a JSON sidecar with the provenance), and
+that ``python -m ftcp build <csv>`` ingests, plus a JSON sidecar with the provenance), and
 ``python -m ftcp.demo_data OUT.csv.gz [--n N] [--seed S]``.
 """
 from __future__ import annotations
