@@ -30,17 +30,8 @@ from torch import nn
 from ftcp import layout as L
 from ftcp.ssl import BarlowTwinsTask, ClassificationTask, Field, SSLBlock, TrainDefaults
 from ftcp.ssl import masking as M
+from ftcp.ssl.layers import projector
 from ftcp.elements import ELEMENT_SYMBOLS
-
-
-def mlp_projector(d_in: int, width: int, depth: int = 3) -> nn.Sequential:
-    """Barlow Twins projector: [Linear, BatchNorm, ReLU] x (depth-1) -> Linear."""
-    layers, d = [], d_in
-    for _ in range(depth - 1):
-        layers += [nn.Linear(d, width, bias=False), nn.BatchNorm1d(width), nn.ReLU(inplace=True)]
-        d = width
-    layers.append(nn.Linear(d, width, bias=False))
-    return nn.Sequential(*layers)
 
 
 class ElementMatrixEncoder(nn.Module):
@@ -71,7 +62,7 @@ class ElementMatrixModel(nn.Module):
         self.encoder = ElementMatrixEncoder(cfg)
         self.element_head = nn.Sequential(nn.Linear(d, cfg["hidden"]), nn.ReLU(inplace=True),
                                           nn.Linear(cfg["hidden"], L.N_ELEMENT_TYPES))
-        self.projector = mlp_projector(d, cfg["projector_width"])
+        self.projector = projector(d, cfg["projector_width"])
 
     def embed(self, inputs: dict) -> torch.Tensor:
         return self.encoder(inputs["matrix"])
