@@ -206,3 +206,17 @@ def test_make_report_script(store, tmp_path):
     assert mk.main(["--results", str(tmp_path / "Results"), "--report-dir", str(tmp_path / "rep")]) == 0
     text = (tmp_path / "rep" / "RESULTS.md").read_text()
     assert "random_20" in text and "Not run yet" in text      # scenarios 2 and 3 have no results
+    assert "no pretext_tasks.json beside this report" in text
+
+
+def test_report_headline_reads_the_pretext_table_beside_it(tmp_path):
+    """The 6-of-13 claim is filled from pretext_tasks.json in the report folder when it is there."""
+    from ftcp.evaluation.report import make_report
+
+    (tmp_path / "Results").mkdir()
+    rep = tmp_path / "rep"
+    rep.mkdir()
+    (rep / "pretext_tasks.json").write_text(json.dumps(
+        {"n_materials": 123, "summary": {"test_ge_val": 7, "tasks_total": 13, "beat_baseline_test": 12}}))
+    text = make_report(tmp_path / "Results", rep).read_text()
+    assert "| 6 / 13 | 7 / 13 (12 of 13 beat their trivial baseline on test)" in text

@@ -9,6 +9,8 @@ marked as such.
 """
 from __future__ import annotations
 
+import json
+
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -111,6 +113,15 @@ def _pca_row(res):
 
 
 # ---------------------------------------------------------------------------------------
+def _pretext_summary(report_dir: Path) -> dict | None:
+    """The pretext-task table written beside the report by ``ftcp ssl-pretext-table``, if any."""
+    path = report_dir / "pretext_tasks.json"
+    if not path.exists():
+        return None
+    data = json.loads(path.read_text(encoding="utf-8"))
+    return data if isinstance(data.get("summary"), dict) and "test_ge_val" in data["summary"] else None
+
+
 def make_report(results_root, report_dir) -> Path:
     results_root, report_dir = Path(results_root), Path(report_dir)
     report_dir.mkdir(parents=True, exist_ok=True)
@@ -129,7 +140,7 @@ def make_report(results_root, report_dir) -> Path:
         lines += ["> " + SYNTHETIC_NOTE, ""]
     if standin:
         lines += ["> " + STANDIN_NOTE, ""]
-    lines += _headline(s1, s2, s3)
+    lines += _headline(s1, s2, s3, _pretext_summary(report_dir))
     lines += _scenario1(s1, figs)
     lines += _scenario2(s2, figs)
     lines += _scenario3(s3, figs)
@@ -168,7 +179,7 @@ def _img(figs, key, caption):
 
 
 # ---------------------------------------------------------------------------------------
-def _headline(s1, s2, s3) -> list[str]:
+def _headline(s1, s2, s3, pretext: dict | None = None) -> list[str]:
     L = ["## The paper's claims (DESIGN §1) and ours", "",
          "| claim | paper | ours | where ours comes from |", "|---|---|---|---|"]
     fe10, bg10 = s1.get(("formation_energy", "random_10")), s1.get(("band_gap", "random_10"))
@@ -219,8 +230,14 @@ def _headline(s1, s2, s3) -> list[str]:
                      f"(of {se['n_all_materials']:,}; {one['fraction_of_pool_pct']:.2f} % of the pool) | Scenario 3{_q(se)} |")
             L.append(f"| S3: SSL residual model explains x % of the FTCP MLP's residual variance at 1 % | 5.77 % | "
                      f"{_ci(one['summary']['ssl_contribution'], pct=True)} (OOF residuals) | Scenario 3{_q(se)} |")
-    L.append("| SSL: 6 of 13 pretext tasks have test >= validation | 6 / 13 | not measured by the evaluation "
-             "scenarios (see the SSL training reports) | — |")
+    if pretext:
+        sm = pretext["summary"]
+        L.append(f"| SSL: 6 of 13 pretext tasks have test >= validation | 6 / 13 | {sm['test_ge_val']} / "
+                 f"{sm['tasks_total']} ({sm['beat_baseline_test']} of {sm['tasks_total']} beat their trivial baseline "
+                 f"on test) | [pretext_tasks.md](pretext_tasks.md) ({pretext.get('n_materials', '?')} materials) |")
+    else:
+        L.append("| SSL: 6 of 13 pretext tasks have test >= validation | 6 / 13 | no pretext_tasks.json beside this "
+                 "report (`python -m ftcp ssl-pretext-table`) | — |")
     L += ["", "Intervals: [95 % Student-t over model seeds]. The paper numbers are quoted in "
           "`ftcp/evaluation/paper.py` with their sources.", ""]
     return L
