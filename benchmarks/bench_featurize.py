@@ -60,6 +60,11 @@ def main(argv=None):
     t = time.perf_counter()
     x = ftcp.featurize(structures)
     t_fast = time.perf_counter() - t
+    # a second pass over the same structures: the first one also pays for faulting in the fresh
+    # (N, 400, 63) output (3.4 GB for mp_36k), which a chunked store build does not
+    t = time.perf_counter()
+    ftcp.featurize(structures)
+    t_fast_warm = time.perf_counter() - t
 
     m = min(args.reference_sample, n)
     t = time.perf_counter()
@@ -79,6 +84,9 @@ def main(argv=None):
         "reference_ms_per_structure": 1e3 * per_ref,
         "reference_sample": m,
         "speedup_vs_reference": per_ref / per_fast,
+        "featurize_second_pass_ms_per_structure": 1e3 * t_fast_warm / n,
+        "speedup_vs_reference_second_pass": per_ref / (t_fast_warm / n),
+        "speedup_vs_4ms_quoted_in_issue": 4e-3 / per_fast,
         "end_to_end_over_parse_alone": (t_parse + t_fast) / t_parse,
         "max_relative_difference_vs_reference": float(rel.max()),
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
