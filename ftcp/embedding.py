@@ -25,10 +25,8 @@ embedding needs a checkout, like training.
 """
 from __future__ import annotations
 
-import argparse
 import csv
 import json
-import sys
 from pathlib import Path
 
 import numpy as np

@@ -1,6 +1,5 @@
 """Out-of-fold residual learning never lets a row's residual come from a model that saw it."""
 import numpy as np
-import pytest
 from sklearn.linear_model import Ridge
 
 from ftcp.evaluation.residual import fold_indices, out_of_fold_predictions, residual_learning

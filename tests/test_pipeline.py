@@ -3,8 +3,6 @@ changed argument and one-line errors, Scenario 3's fractions, and the Hugging Fa
 from __future__ import annotations
 
 import json
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
