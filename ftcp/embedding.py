@@ -119,11 +119,6 @@ class Embedder:
             start += emb.shape[1]
         return out
 
-    def embed_structures(self, structures, batch_size: int = DEFAULT_BATCH_SIZE, phase: str | None = None) -> np.ndarray:
-        from .featurizer import featurize
-
-        return self.embed_ftcp(featurize(structures, phase=self._phase(phase)), batch_size)
-
     def _phase(self, phase: str | None) -> str:
         if phase is None:
             return self.phase
@@ -155,46 +150,39 @@ def load_embedder(checkpoint_dir, device: str = "cpu") -> Embedder:
     return _CACHE[key][1]
 
 
-def _as_structures(structures) -> list:
-    """Structures, or CIF files / CIF text, as a list of pymatgen Structures (unparsable -> RejectedStructure)."""
+def _as_crystals(structures) -> list:
+    """Structures, or CIF files / CIF text, as extracted FTCP ``Crystal`` records.
+
+    CIFs are parsed and checked by the store's own ``parse_payload``; anything FTCP cannot
+    represent raises ``RejectedStructure`` naming the input's position and the reason.
+    """
     from pymatgen.core import Structure
+
+    from .featurizer import crystal_from_structure
+    from .store import parse_payload
 
     if isinstance(structures, (Structure, str, Path)):
         structures = [structures]
     out = []
     for i, s in enumerate(structures):
         if isinstance(s, Structure):
-            out.append(s)
+            try:
+                out.append(crystal_from_structure(s))
+            except RejectedStructure as exc:
+                formula = s.composition.reduced_formula if len(s) else "empty"
+                raise RejectedStructure(exc.code, f"structure {i} ({formula}): {exc.message}") from None
             continue
-        if isinstance(s, (str, Path)):
-            is_file = isinstance(s, Path) or (len(str(s)) < 4096 and "\n" not in str(s))
-            if is_file and not Path(s).is_file():
-                raise RejectedStructure("unparsable_cif", f"structure {i}: no such CIF file {s}")
-            status = _parse_structure(("cif_file", str(s)) if is_file else ("cif", str(s)))
-            if isinstance(status, RejectedStructure):
-                raise RejectedStructure(status.code, f"structure {i} ({s if is_file else 'CIF text'}): {status.message}")
-            out.append(status)
-            continue
-        raise TypeError(f"structure {i}: expected a pymatgen Structure or a CIF file, got {type(s).__name__}")
+        if not isinstance(s, (str, Path)):
+            raise TypeError(f"structure {i}: expected a pymatgen Structure or a CIF file, got {type(s).__name__}")
+        is_file = isinstance(s, Path) or (len(str(s)) < 4096 and "\n" not in str(s))
+        if is_file and not Path(s).is_file():
+            raise RejectedStructure("unparsable_cif", f"structure {i}: no such CIF file {s}")
+        status, crystal_or_code, detail = parse_payload(("cif_file", str(s)) if is_file else ("cif", str(s)))
+        if status != "ok":
+            where = s if is_file else "CIF text"
+            raise RejectedStructure(crystal_or_code, f"structure {i} ({where}): {detail}")
+        out.append(crystal_or_code)
     return out
-
-
-def _parse_structure(task):
-    """pymatgen Structure of a CIF task, or a RejectedStructure saying why not."""
-    import warnings
-
-    from pymatgen.core import Structure
-
-    kind, payload = task
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        try:
-            text = Path(payload).read_text(encoding="utf-8", errors="replace") if kind == "cif_file" else payload
-            if not text.strip():
-                return RejectedStructure("unparsable_cif", "empty CIF text")
-            return Structure.from_str(text, fmt="cif")
-        except Exception as exc:  # noqa: BLE001 - any parser failure is a rejection with its reason
-            return RejectedStructure("unparsable_cif", f"{type(exc).__name__}: {str(exc)[:200]}")
 
 
 def embed(structures, checkpoint_dir, device: str = "cpu", batch_size: int = DEFAULT_BATCH_SIZE,
@@ -211,12 +199,11 @@ def embed(structures, checkpoint_dir, device: str = "cpu", batch_size: int = DEF
     cannot represent and why (disordered, too_many_elements, too_many_sites, unsupported_element,
     unparsable_cif, ...); nothing is dropped silently.
     """
-    from .featurizer import featurize
+    from .featurizer import featurize_crystal_list
 
-    structs = _as_structures(structures)
+    crystals = _as_crystals(structures)
     embedder = load_embedder(resolve_checkpoints(checkpoint_dir, endpoint, revision), device)
-    ftcp = featurize(structs, phase=embedder._phase(phase))
-    return embedder.embed_ftcp(ftcp, batch_size)
+    return embedder.embed_ftcp(featurize_crystal_list(crystals, phase=embedder._phase(phase)), batch_size)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -252,7 +239,7 @@ def embed_inputs(items, embedder: Embedder, batch_size: int = DEFAULT_BATCH_SIZE
     """Parse, check, featurize and embed; returns (ids, embeddings, rejects [(id, where, code, detail)])."""
     from tqdm.auto import tqdm
 
-    from .featurizer import featurize_crystals
+    from .featurizer import featurize_crystal_list
     from .store import parse_payload
 
     ok_ids, crystals, rejects, seen = [], [], [], set()
@@ -272,9 +259,7 @@ def embed_inputs(items, embedder: Embedder, batch_size: int = DEFAULT_BATCH_SIZE
         crystals.append(a)
     if not crystals:
         return np.array([], dtype=str), np.zeros((0, L.SSL_DIM), np.float32), rejects
-    ftcp = np.zeros((len(crystals), L.N_ROWS, L.N_COLS), dtype=np.float32)
-    for s in range(0, len(crystals), 1024):
-        featurize_crystals(crystals[s:s + 1024], phase=embedder.phase, out=ftcp[s:s + 1024])
+    ftcp = featurize_crystal_list(crystals, phase=embedder.phase)
     return np.array(ok_ids, dtype=str), embedder.embed_ftcp(ftcp, batch_size, ids=ok_ids), rejects
 
 

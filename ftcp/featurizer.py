@@ -325,6 +325,12 @@ def featurize(structures: Iterable, phase: str = "linear", dtype=np.float32,
             crystals.append(crystal_from_structure(s))
         except RejectedStructure as exc:
             raise RejectedStructure(exc.code, f"structure {i} ({s.composition.reduced_formula if len(s) else 'empty'}): {exc.message}") from None
+    return featurize_crystal_list(crystals, phase=phase, dtype=dtype, batch_size=batch_size)
+
+
+def featurize_crystal_list(crystals: Sequence[Crystal], phase: str = "linear", dtype=np.float32,
+                           batch_size: int = 1024) -> np.ndarray:
+    """FTCP (N, 400, 63) of any number of extracted ``Crystal`` records, in batches of ``batch_size``."""
     out = np.zeros((len(crystals), L.N_ROWS, L.N_COLS), dtype=dtype)
     for start in range(0, len(crystals), batch_size):
         stop = min(start + batch_size, len(crystals))
