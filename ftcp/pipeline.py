@@ -518,15 +518,11 @@ def _stage_pretext(ctx: Context) -> dict:
     return table["summary"]
 
 
-def _scenario_targets(ctx: Context) -> list[str] | None:
-    return ctx.targets
-
-
 def _scenario_argv(ctx: Context, number: int) -> list[str]:
     argv = ["--data", str(ctx.data), "--out", str(ctx.results), "--report-dir", str(ctx.report_dir),
             "--seed", str(ctx.seed), "--device", ctx.device, "--no-report"]
     argv += ["--quick"] if ctx.quick else []
-    targets = _scenario_targets(ctx)
+    targets = ctx.targets
     if targets:
         argv += ["--target", ",".join(targets) if number == 1 else targets[0]]
     if number == 3:
@@ -602,7 +598,7 @@ def _scenario_stage(number: int) -> Stage:
         return info
 
     def key(ctx: Context) -> dict:
-        return {"quick": ctx.quick, "seed": ctx.seed, "targets": _scenario_targets(ctx),
+        return {"quick": ctx.quick, "seed": ctx.seed, "targets": ctx.targets,
                 "extra_args": [str(a) for a in ctx.scenario_args.get(number, [])]}
 
     titles = {1: "linear regression on FTCP vs SSL", 2: "hybrid FTCP + SSL, attribution",

@@ -111,17 +111,13 @@ def test_missing_dataset_is_one_clear_line(tmp_path, capsys):
 def test_top_level_data_reaches_a_subcommand_with_its_own_data_option(tmp_path, monkeypatch):
     # ssl-* subcommands declare --data with default None; `ftcp --data X ssl-...` must still use X
     from ftcp import cli
+    from ftcp.ssl import cli as ssl_cli
 
     seen = {}
-    parser = cli.build_parser()
-    args = parser.parse_args(["--data", str(tmp_path), "ssl-assemble"])
-    assert args.data is None            # argparse's own behaviour, which main() corrects
-    monkeypatch.setattr(cli, "build_parser", lambda: parser)
-    # swap the handler for one that records the data root it was given
-    parser._subparsers._group_actions[0].choices["ssl-assemble"].set_defaults(
-        func=lambda a: seen.setdefault("data", a.data) and 0)
+    monkeypatch.setattr(ssl_cli, "cmd_assemble", lambda a: seen.setdefault("data", a.data) and 0)
+    assert cli.build_parser().parse_args(["--data", str(tmp_path), "ssl-assemble"]).data is None  # argparse alone
     cli.main(["--data", str(tmp_path), "ssl-assemble"])
     assert seen["data"] == str(tmp_path)
     seen.clear()
-    cli.main(["--data", "elsewhere", "ssl-assemble", "--data", str(tmp_path)])
+    cli.main(["--data", "elsewhere", "ssl-assemble", "--data", str(tmp_path)])   # the subcommand's own wins
     assert seen["data"] == str(tmp_path)

@@ -10,7 +10,6 @@ marked as such.
 from __future__ import annotations
 
 import json
-
 from datetime import datetime, timezone
 from pathlib import Path
 
