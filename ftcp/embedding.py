@@ -158,7 +158,7 @@ def _as_crystals(structures) -> list:
     """
     from pymatgen.core import Structure
 
-    from .featurizer import crystal_from_structure
+    from .featurizer import extract_crystals
     from .store import parse_payload
 
     if isinstance(structures, (Structure, str, Path)):
@@ -166,11 +166,7 @@ def _as_crystals(structures) -> list:
     out = []
     for i, s in enumerate(structures):
         if isinstance(s, Structure):
-            try:
-                out.append(crystal_from_structure(s))
-            except RejectedStructure as exc:
-                formula = s.composition.reduced_formula if len(s) else "empty"
-                raise RejectedStructure(exc.code, f"structure {i} ({formula}): {exc.message}") from None
+            out.extend(extract_crystals([s], first_index=i))
             continue
         if not isinstance(s, (str, Path)):
             raise TypeError(f"structure {i}: expected a pymatgen Structure or a CIF file, got {type(s).__name__}")

@@ -75,7 +75,7 @@ STORE_FILES = ("ftcp.npy", "material_ids.npy", "labels.csv", "rejects.csv")
 MANIFEST = "manifest.json"
 WORK_DIR = ".build"
 DEFAULT_CHUNK_SIZE = 1024
-FEATURIZE_BATCH = 128    # small batches keep featurize_crystals' temporaries in cache
+FEATURIZE_BATCH = 64     # small batches keep featurize_crystals' output and temporaries in cache
 ROW_BYTES = L.N_VALUES * 4
 
 #: Reasons a row is rejected by the store builder (beyond the featurizer's own).
@@ -561,7 +561,7 @@ def _process_chunks(inp: _Input, journal: dict, work: Path, phase: str, workers:
     rejected = Counter(journal["rejected"])
     blank = Counter(journal["blank_labels"])
     writer = _Writer(work, journal)
-    buf = np.empty((chunk_size,) + L.SHAPE, dtype=np.float32)
+    buf = np.zeros((chunk_size,) + L.SHAPE, dtype=np.float32)   # holds only FTCP from here on
     pool = None
     if workers > 1:
         import multiprocessing as mp
@@ -655,14 +655,15 @@ def _featurize_into(ok, buf: np.ndarray, phase: str, rejects: list):
     for s in range(0, len(ok), FEATURIZE_BATCH):
         batch = ok[s:s + FEATURIZE_BATCH]
         try:
-            featurize_crystals([c for _, c, _, _ in batch], phase=phase, out=buf[n:n + len(batch)])
+            featurize_crystals([c for _, c, _, _ in batch], phase=phase, out=buf[n:n + len(batch)],
+                               out_state="ftcp")
             results = [None] * len(batch)
         except Exception:
             # isolate the crystal(s) that fail; the rest of the batch is kept
             results = []
             for j, (_, c, _, _) in enumerate(batch):
                 try:
-                    featurize_crystals([c], phase=phase, out=buf[n + j:n + j + 1])
+                    featurize_crystals([c], phase=phase, out=buf[n + j:n + j + 1], out_state="ftcp")
                     results.append(None)
                 except Exception as exc:
                     results.append(_short(exc))

@@ -7,17 +7,17 @@ import numpy as np
 import pandas as pd
 import pytest
 from pymatgen.analysis.structure_matcher import StructureMatcher
-from pymatgen.core import Lattice, Structure
+from pymatgen.core import DummySpecies, Lattice, Species, Structure
 
 import ftcp
 from ftcp import layout as L
 from ftcp.featurizer import (RejectedStructure, check_structure, crystal_from_structure,
-                             reciprocal_points)
+                             featurize_crystals, reciprocal_points)
 
 from conftest import REPO
 
 sys.path.insert(0, str(REPO / "benchmarks"))
-from reference_ftcp import reference_ftcp  # noqa: E402
+from reference_ftcp import reference_ftcp, upstream_procedure_ftcp  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
@@ -58,11 +58,13 @@ def test_golden_arrays_all_300(golden_dir):
     assert np.abs(x64 - expected[:20]).max() <= 1e-9 * np.abs(expected[:20]).max()
 
 
-def test_matches_straightforward_reference_on_varied_cells():
+@pytest.mark.parametrize("straightforward", [reference_ftcp, upstream_procedure_ftcp])
+def test_matches_straightforward_references_on_varied_cells(straightforward):
+    # both one-at-a-time baselines of the speed benchmark compute the same FTCP as the library
     structures = sample_structures()
     x = ftcp.featurize(structures, dtype=np.float64)
     for s, got in zip(structures, x):
-        want = reference_ftcp(s)
+        want = straightforward(s)
         np.testing.assert_allclose(got, want, rtol=0, atol=1e-9 * np.abs(want).max())
 
 
@@ -155,12 +157,18 @@ def _vacancy():
 @pytest.mark.parametrize("make, code", [
     (_disordered, "disordered"),
     (_vacancy, "disordered"),
+    (lambda: Structure(Lattice.cubic(4), [{}], [[0, 0, 0]]), "disordered"),      # a site without species
     (lambda: Structure(Lattice.cubic(8), ["Li", "Na", "K", "Rb", "Cs"],
                        [[0, 0, 0], [.5, 0, 0], [0, .5, 0], [0, 0, .5], [.5, .5, .5]]), "too_many_elements"),
     (lambda: Structure(Lattice.cubic(20), ["Cu"] * 101, np.random.default_rng(0).random((101, 3))), "too_many_sites"),
     (lambda: Structure(Lattice.cubic(5), ["Md", "O"], [[0, 0, 0], [.5, .5, .5]]), "unsupported_element"),
     (lambda: Structure(Lattice.cubic(5), ["Lr"], [[0, 0, 0]]), "unsupported_element"),
     (lambda: Structure(Lattice.cubic(5), [], []), "empty_structure"),
+    (lambda: Structure(Lattice.cubic(4), [DummySpecies("X"), "Na"], [[0, 0, 0], [.5, .5, .5]]), "unsupported_element"),
+    (lambda: Structure(Lattice([[1, 0, 0], [1, 0, 0], [0, 0, 1]]), ["Na"], [[0, 0, 0]]), "bad_lattice"),
+    (lambda: Structure(Lattice([[np.nan, 0, 0], [0, 1, 0], [0, 0, 1]]), ["Na"], [[0, 0, 0]]), "bad_lattice"),
+    (lambda: Structure(Lattice([[np.inf, 0, 0], [0, 1, 0], [0, 0, 1]]), ["Na"], [[0, 0, 0]]), "bad_lattice"),
+    (lambda: Structure(Lattice.cubic(4), ["Na"], [[np.nan, 0, 0]]), "bad_coordinates"),
 ])
 def test_rejections_have_reasons(make, code):
     s = make()
@@ -170,6 +178,12 @@ def test_rejections_have_reasons(make, code):
     assert info.value.code == code and info.value.message
     with pytest.raises(RejectedStructure, match=rf"^{code}: structure 1 "):
         ftcp.featurize([rocksalt(), s])
+
+
+def test_oxidation_state_species_featurize_like_elements():
+    ions = Structure(Lattice.cubic(5.64), [Species("Na", 1), Species("Cl", -1)], [[0, 0, 0], [.5, .5, .5]])
+    plain = Structure(Lattice.cubic(5.64), ["Na", "Cl"], [[0, 0, 0], [.5, .5, .5]])
+    np.testing.assert_array_equal(ftcp.featurize([ions]), ftcp.featurize([plain]))
 
 
 def test_eligible_limits_are_inclusive():
@@ -224,3 +238,19 @@ def test_batch_composition_does_not_change_results():
     np.testing.assert_array_equal(together, alone)
     np.testing.assert_allclose(together[1], reference_ftcp(structures[1]), atol=1e-12)
     np.testing.assert_allclose(together[2], reference_ftcp(structures[2]), atol=1e-9 * np.abs(together[2]).max())
+
+
+@pytest.mark.parametrize("out_state", ["any", "ftcp"])
+def test_reused_output_buffer_is_cleared_as_its_state_allows(out_state):
+    # a buffer that held larger crystals (more sites and elements) must not leak them
+    big = [sample_structures()[5], sample_structures()[1]]          # 96 sites; 4 elements
+    small = [rocksalt(), sample_structures()[3]]
+    fresh = ftcp.featurize(small)
+    buffer = ftcp.featurize(big)
+    if out_state == "any":
+        buffer[:] = np.random.default_rng(0).random(buffer.shape)   # arbitrary contents
+    crystals = [crystal_from_structure(s) for s in small]
+    assert featurize_crystals(crystals, out=buffer, out_state=out_state) is buffer
+    np.testing.assert_array_equal(buffer, fresh)
+    with pytest.raises(ValueError, match="out_state must be one of"):
+        featurize_crystals(crystals, out=buffer, out_state="dirty")

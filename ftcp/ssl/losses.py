@@ -24,13 +24,32 @@ def distributed_world() -> int:
     return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
 
 
+class _GatherWithGrad(torch.autograd.Function):
+    """all_gather whose backward sums each rank's gradient of its own rows over all ranks
+    (every rank computes the same global-batch loss; DDP then averages the parameter
+    gradients).  Plain c10d collectives: the autograd-aware ``torch.distributed.nn`` gather is
+    deprecated and was the likely source of a rare gloo abort at interpreter exit."""
+
+    @staticmethod
+    def forward(ctx, x):
+        parts = [torch.empty_like(x) for _ in range(dist.get_world_size())]
+        dist.all_gather(parts, x.contiguous())
+        ctx.rows = (dist.get_rank() * len(x), (dist.get_rank() + 1) * len(x))
+        return torch.cat(parts, dim=0)
+
+    @staticmethod
+    def backward(ctx, grad):
+        grad = grad.contiguous()
+        dist.all_reduce(grad)
+        return grad[ctx.rows[0]:ctx.rows[1]]
+
+
 def gather_batch(x: torch.Tensor) -> torch.Tensor:
-    """Concatenate ``x`` over all ranks, keeping gradients (identity in one process)."""
+    """Concatenate ``x`` over all ranks, keeping gradients (identity in one process).
+    Every rank must pass the same number of rows (the engine gives each rank equal batches)."""
     if distributed_world() == 1:
         return x
-    from torch.distributed.nn.functional import all_gather
-
-    return torch.cat(all_gather(x), dim=0)
+    return _GatherWithGrad.apply(x)
 
 
 def barlow_twins(z1: torch.Tensor, z2: torch.Tensor, lambd: float = 5e-3, gather: bool = True,

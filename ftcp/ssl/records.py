@@ -69,7 +69,8 @@ def rebuild_regions(regions: dict[str, np.ndarray], names=("structure_factors", 
         stop = min(start + chunk_size, n)
         part = {k: v[start:stop] for k, v in regions.items()}
         records = crystal_records(part["element_matrix"], part["lattice"], part["site_coords"], part["site_occupancy"])
-        ftcp = featurize_crystals(records, phase=phase, out=buffer[:stop - start], properties=table)
+        ftcp = featurize_crystals(records, phase=phase, out=buffer[:stop - start], properties=table,
+                                  out_state="ftcp")
         for name in names:
             out[name][start:stop] = L.region(ftcp, name)
     return out
