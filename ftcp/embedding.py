@@ -33,6 +33,7 @@ import numpy as np
 
 from . import layout as L
 from .featurizer import PHASES, RejectedStructure
+from .io_utils import read_json_if_exists
 
 DEFAULT_BATCH_SIZE = 256
 FEATURES_INFO = "ssl_features.json"
@@ -76,7 +77,7 @@ class Embedder:
             raise CheckpointError(f"{norm} not found: a checkpoint directory holds the normaliser fitted at training "
                                   "time (normalizer.json) and block<N>_<name>/best.pt for the six blocks")
         self.scaler = RowMinMaxScaler.load(norm)
-        info = _read_json(self.dir / FEATURES_INFO) or {}
+        info = read_json_if_exists(self.dir / FEATURES_INFO) or {}
         self.phase = info.get("ftcp_phase") or "linear"
         self.blocks, self.models = [], []
         for spec in L.BLOCKS:
@@ -128,13 +129,6 @@ class Embedder:
             raise ValueError(f"these encoders were trained on FTCP with phase {self.phase!r}; embedding with "
                              f"{phase!r} would give meaningless features")
         return phase
-
-
-def _read_json(path: Path):
-    try:
-        return json.loads(path.read_text()) if path.is_file() else None
-    except (OSError, ValueError):
-        return None
 
 
 def load_embedder(checkpoint_dir, device: str = "cpu") -> Embedder:
@@ -312,14 +306,13 @@ def _rejects_path(out: Path) -> Path:
 
 
 def _cli_embed(args) -> int:
-    import torch
-
     from .hub import HubError
+    from .ssl.engine import Dist, resolve_device
 
     out = Path(args.out)
     if not out.name.lower().endswith((".npz", ".npy", ".csv")):
         raise ValueError(f"--out {out}: use a .npz, .npy or .csv file name")
-    device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
+    device = resolve_device(args.device, Dist())
     try:
         ckpt = resolve_checkpoints(args.checkpoints, args.endpoint, args.revision)
     except HubError as exc:

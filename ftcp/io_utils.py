@@ -95,6 +95,11 @@ def read_json(path: str | os.PathLike):
         return json.load(fh)
 
 
+def read_json_if_exists(path: str | os.PathLike):
+    """``read_json(path)``, or None when there is no such file (a malformed file still raises)."""
+    return read_json(path) if Path(path).is_file() else None
+
+
 def write_id_list(path: str | os.PathLike, ids: Iterable[str]) -> str:
     """Write one material ID per line (UTF-8, trailing newline); returns the file's sha256."""
     text = "".join(f"{i}\n" for i in ids)

@@ -108,6 +108,11 @@ class Block:
         """The block's slice of FTCP arrays shaped (..., 400, 63)."""
         return x[..., self.rows, self.cols]
 
+    @property
+    def dirname(self) -> str:
+        """The block's folder inside an SSL directory (checkpoints, metrics, embeddings)."""
+        return f"block{self.number}_{self.name}"
+
 
 BLOCKS = (
     Block(1, "element_matrix", ELEMENT_ROWS, REAL_COLS, 256),

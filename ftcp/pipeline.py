@@ -481,7 +481,7 @@ def _ssl_block_stage(number: int) -> Stage:
     from . import layout as L
 
     block = L.block(number)
-    dirname = f"block{number}_{block.name}"
+    dirname = block.dirname
 
     def run(ctx: Context) -> dict:
         from .ssl.train_all import run_all
@@ -766,17 +766,20 @@ def _write_demo_readme(ctx: Context, timing: dict) -> None:
              "| stage state / wall times | `pipeline_state.json`, `pipeline_timing.json` |", "",
              "| stage | status | seconds |", "|---|---|---|"]
     for name, t in timing["stages"].items():
-        secs = t["seconds"] if t["status"] == "ran" else t.get("seconds_when_run", 0)
-        lines.append(f"| {name} | {t['status']} | {secs:.1f} |")
+        lines.append(f"| {name} | {t['status']} | {_stage_seconds(t):.1f} |")
     lines += ["", f"Total of this run: {timing['total_seconds']:.1f} s."]
     (ctx.out / "README.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def _stage_seconds(t: dict) -> float:
+    """A timing row's seconds: this run's, or for a skipped stage those of the run that made it."""
+    return t["seconds"] if t["status"] == "ran" else t.get("seconds_when_run", 0.0)
 
 
 def format_timing(timing: dict) -> str:
     rows = [f"{'stage':<20} {'status':<8} {'seconds':>9}"]
     for name, t in timing["stages"].items():
-        secs = t["seconds"] if t["status"] == "ran" else t.get("seconds_when_run", 0.0)
-        rows.append(f"{name:<20} {t['status']:<8} {secs:>9.1f}")
+        rows.append(f"{name:<20} {t['status']:<8} {_stage_seconds(t):>9.1f}")
     rows.append(f"{'total (this run)':<29} {timing['total_seconds']:>9.1f}")
     return "\n".join(rows)
 
@@ -798,6 +801,8 @@ def _add_common(p: argparse.ArgumentParser) -> None:
 
 
 def register_cli(subparsers) -> None:
+    from .store import label_argument
+
     p = subparsers.add_parser(
         "demo", help="the whole pipeline on the built-in SYNTHETIC demo data (minutes on a laptop CPU)",
         description="Generate synthetic demo crystals (not DFT), build the FTCP store and splits, train the six SSL "
@@ -825,7 +830,7 @@ def register_cli(subparsers) -> None:
                         "'Supplemental Information')")
     q.add_argument("--results", default=None, metavar="DIR", help="scenario JSON folder (default <data>/Results)")
     q.add_argument("--labels-csv", default=None, help="labels for a CIF folder (material_id + label columns)")
-    q.add_argument("--label", action="append", default=[], metavar="NAME=COLUMN",
+    q.add_argument("--label", action="append", type=label_argument, default=[], metavar="NAME=COLUMN",
                    help="store input column COLUMN as label NAME (repeatable)")
     q.add_argument("--target", default=None,
                    help="scenario target(s), comma list (default: the scenario scripts' own: formation_energy)")
@@ -859,13 +864,7 @@ def _cli_demo(args) -> int:
 
 
 def _cli_reproduce(args) -> int:
-    labels = {}
-    for item in args.label:
-        if "=" not in item:
-            print(f"ftcp reproduce: error: --label expects NAME=COLUMN, got {item!r}", file=sys.stderr)
-            return 2
-        k, v = item.split("=", 1)
-        labels[k.strip()] = v.strip()
+    labels = dict(args.label)
     targets = [t.strip() for t in args.target.split(",") if t.strip()] if args.target else None
     try:
         timing = run_reproduce(args.source, args.data, args.device, args.preset, args.quick, args.report_dir,

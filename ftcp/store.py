@@ -834,7 +834,8 @@ def format_counts(manifest: dict) -> str:
 
 # ---------------------------------------------------------------------------------------------
 # CLI
-def _label_arg(text: str) -> tuple[str, str]:
+def label_argument(text: str) -> tuple[str, str]:
+    """argparse type of ``--label NAME=COLUMN`` (``build`` and ``reproduce``)."""
     if "=" not in text:
         raise argparse.ArgumentTypeError(f"expected NAME=COLUMN, got {text!r}")
     name, col = text.split("=", 1)
@@ -855,7 +856,7 @@ def register_cli(subparsers) -> None:
     p.add_argument("--format", dest="kind", choices=["csv", "cif_dir", "json"], default=None,
                    help="input format (default: from the path)")
     p.add_argument("--labels-csv", default=None, help="labels for a CIF folder / JSON input (material_id + label columns)")
-    p.add_argument("--label", action="append", type=_label_arg, default=[], metavar="NAME=COLUMN",
+    p.add_argument("--label", action="append", type=label_argument, default=[], metavar="NAME=COLUMN",
                    help="store input column COLUMN as label NAME (repeatable); formation_energy_per_atom -> "
                         "formation_energy and band_gap are recognised without it")
     p.add_argument("--require-labels", default="all",

@@ -9,10 +9,10 @@ marked as such.
 """
 from __future__ import annotations
 
-import json
 from datetime import datetime, timezone
 from pathlib import Path
 
+from ..io_utils import read_json_if_exists
 from . import plots
 from .paper import DESIGN_ANCHORS, PAPER
 from .results import load_results
@@ -114,11 +114,8 @@ def _pca_row(res):
 # ---------------------------------------------------------------------------------------
 def _pretext_summary(report_dir: Path) -> dict | None:
     """The pretext-task table written beside the report by ``ftcp ssl-pretext-table``, if any."""
-    path = report_dir / "pretext_tasks.json"
-    if not path.exists():
-        return None
-    data = json.loads(path.read_text(encoding="utf-8"))
-    return data if isinstance(data.get("summary"), dict) and "test_ge_val" in data["summary"] else None
+    data = read_json_if_exists(report_dir / "pretext_tasks.json")
+    return data if data and isinstance(data.get("summary"), dict) and "test_ge_val" in data["summary"] else None
 
 
 def make_report(results_root, report_dir) -> Path:

@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import layout as L
-from ..io_utils import sha256_file
+from ..io_utils import read_json_if_exists, sha256_file
 from . import data as D
 from .export import EMBEDDINGS_FILE, load_embeddings
 
@@ -41,7 +41,7 @@ INFO_FILE = "ssl_features.json"
 
 
 def block_dir(ssl_dir, block) -> Path:
-    return Path(ssl_dir) / f"block{block.number}_{block.name}"
+    return Path(ssl_dir) / block.dirname
 
 
 def first_differences(reference: np.ndarray, other: np.ndarray, limit: int = 5) -> str:
@@ -61,10 +61,6 @@ def first_differences(reference: np.ndarray, other: np.ndarray, limit: int = 5) 
         parts.append(f"same IDs in another order: first differing rows {pos} "
                      f"(reference {[reference[i] for i in pos]} vs {[other[i] for i in pos]})")
     return "; ".join(parts)
-
-
-def _read_json(path: Path):
-    return json.loads(path.read_text()) if path.exists() else None
 
 
 def _atomic_save_npy(path: Path, array: np.ndarray):
@@ -99,7 +95,7 @@ def load_blocks(ssl_dir, blocks=L.BLOCKS) -> tuple[np.ndarray, list[np.ndarray],
         elif len(ids) != len(reference) or not np.array_equal(ids, reference):
             raise ValueError(f"block {block.number} ({block.name}) has other material IDs than block {ref_block.number} "
                              f"({ref_block.name}): {first_differences(reference, ids)}")
-        config = _read_json(block_dir(ssl_dir, block) / "config.json") or {}
+        config = read_json_if_exists(block_dir(ssl_dir, block) / "config.json") or {}
         records.append({"path": path, "config": config})
         arrays.append(emb)
     return reference, arrays, records
@@ -150,7 +146,7 @@ def assemble(ssl_dir, root=None, features_dir=None, blocks=L.BLOCKS, upstream_la
     where = {name: next((d / name for d in (ssl_dir, *([Path(root) / "SSL"] if root is not None else []))
                          if (d / name).exists()), None) for name in (D.SPLIT_FILE, D.NORMALIZER_FILE)}
     prepared = {name: (sha256_file(path) if path else None) for name, path in where.items()}
-    split = _read_json(where[D.SPLIT_FILE]) if where[D.SPLIT_FILE] else {}
+    split = read_json_if_exists(where[D.SPLIT_FILE]) if where[D.SPLIT_FILE] else {}
     info = {
         "kind": "ssl_features", "layout": L.LAYOUT_VERSION, "created": time.strftime("%Y-%m-%d %H:%M:%S"),
         "n_materials": int(len(ids)), "dims": int(features.shape[1]), "dtype": "float32",
@@ -165,7 +161,7 @@ def assemble(ssl_dir, root=None, features_dir=None, blocks=L.BLOCKS, upstream_la
                    for b, d, o, rec in zip(blocks, dims, offsets, records)],
         "outputs": {FEATURES_FILE: sha256_file(out_dir / FEATURES_FILE), IDS_FILE: sha256_file(out_dir / IDS_FILE)},
         # the structure-factor phase of the store the encoders saw: ftcp.embed featurizes new crystals with it
-        "ftcp_phase": (_read_json(Path(root) / "manifest.json") or {}).get("phase") if root is not None else None,
+        "ftcp_phase": (read_json_if_exists(Path(root) / "manifest.json") or {}).get("phase") if root is not None else None,
     }
     if upstream_layout:
         if root is None:

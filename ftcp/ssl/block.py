@@ -99,7 +99,7 @@ class SSLBlock:
 
     @property
     def dirname(self) -> str:
-        return f"block{self.number}_{self.name}"
+        return self.layout_block.dirname
 
     # -- data ------------------------------------------------------------------------------
     def extra_fields(self, data) -> dict[str, np.ndarray]:

@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 from .. import layout as L
+from ..io_utils import read_json_if_exists
 
 #: DESIGN section 4: (task number, block, task name in that block's metrics.json)
 TASKS = (
@@ -33,10 +34,6 @@ PAPER_TEST_GE_VAL = 6
 JSON_FILE, MD_FILE = "pretext_tasks.json", "pretext_tasks.md"
 
 
-def _load(path: Path):
-    return json.loads(path.read_text()) if path.exists() else None
-
-
 def holds_up_on_test(val: float, test: float, higher_is_better: bool) -> bool:
     """Test performance >= validation performance, in the metric's better direction."""
     return test >= val if higher_is_better else test <= val
@@ -47,9 +44,9 @@ def build_table(ssl_dir, command: str | None = None, data_root=None) -> dict:
     rows, blocks = [], {}
     for number, block_no, task in TASKS:
         block = L.block(block_no)
-        bdir = ssl_dir / f"block{block.number}_{block.name}"
+        bdir = ssl_dir / block.dirname
         if block_no not in blocks:
-            metrics, config = _load(bdir / "metrics.json"), _load(bdir / "config.json")
+            metrics, config = read_json_if_exists(bdir / "metrics.json"), read_json_if_exists(bdir / "config.json")
             blocks[block_no] = {"metrics": metrics, "config": config}
         metrics = blocks[block_no]["metrics"]
         row = {"task": number, "block": block_no, "block_name": block.name, "name": task}
@@ -82,10 +79,11 @@ def build_table(ssl_dir, command: str | None = None, data_root=None) -> dict:
             "train_seconds": (metrics.get("timing") or {}).get("train_seconds")}
     some_cfg = next((rec["config"] for rec in blocks.values() if rec["config"]), {}) or {}
     root = data_root if data_root else some_cfg.get("data_root")
-    manifest = _load(Path(root) / "manifest.json") if root else None
-    return {"synthetic": (manifest or {}).get("synthetic"),
+    manifest = read_json_if_exists(Path(root) / "manifest.json") if root else None
+    return {
         "kind": "pretext_task_table", "created": time.strftime("%Y-%m-%d %H:%M:%S"),
-        "ssl_dir": str(ssl_dir), "data_root": str(data_root) if data_root else some_cfg.get("data_root"),
+        "synthetic": (manifest or {}).get("synthetic"),
+        "ssl_dir": str(ssl_dir), "data_root": str(root) if root else None,
         "split": some_cfg.get("split"), "n_materials": some_cfg.get("n_materials"),
         "command": command or " ".join([Path(sys.executable).name, "-m", "ftcp.ssl"] + sys.argv[1:]),
         "host": platform.node(), "tasks": rows,

@@ -204,7 +204,7 @@ def run_all(args, log=print) -> dict:
             ddp.barrier()
         if ddp.main:
             command = " ".join([Path(sys.argv[0]).name] + sys.argv[1:])
-            have_all = all((ssl_dir / f"block{b.number}_{b.name}" / "embeddings.npz").exists() for b in L.BLOCKS)
+            have_all = all((ssl_dir / b.dirname / "embeddings.npz").exists() for b in L.BLOCKS)
             if not args.no_assemble and have_all:
                 t = time.perf_counter()
                 assemble(ssl_dir, root=root, upstream_layout=args.upstream_layout, log=log)
