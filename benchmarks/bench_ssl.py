@@ -81,7 +81,7 @@ def read_labels(root: Path, ids: np.ndarray):
 
 def block_inputs(block, data) -> np.ndarray:
     """What the block's encoder has to work with, flattened: its prepared fields minus cached targets."""
-    from ftcp.ssl.engine import load_block_fields
+    from ftcp.ssl.batches import load_block_fields
 
     fields = load_block_fields(block, data)
     targets = set(block.extra_fields(data))
@@ -166,7 +166,7 @@ def main(argv=None):
                         progress=not args.no_progress, resume=False, model=model)
         cfg = TrainConfig.for_block(block, **settings)
         t = time.perf_counter()
-        m = run_block(block, cfg, root=args.data, ssl_dir=args.out, log=print if ddp.main else None)
+        m = run_block(block, cfg, root=args.data, ssl_dir=args.out)
         wall = time.perf_counter() - t
         hist = m["history"]
         epoch_s = np.mean([h["train_seconds"] + h["eval_seconds"] for h in hist])

@@ -66,6 +66,9 @@ def _apply_top_level_data(parser, args, argv) -> None:
 
 
 def main(argv=None) -> int:
+    from .logs import configure
+
+    configure()
     parser = build_parser()
     args = parser.parse_args(argv)
     _apply_top_level_data(parser, args, sys.argv[1:] if argv is None else list(argv))
@@ -73,7 +76,8 @@ def main(argv=None) -> int:
         parser.print_help()
         return 2
     try:
-        return int(args.func(args) or 0)
+        rc = args.func(args)
+        return rc if isinstance(rc, int) else 0
     except (FileNotFoundError, FileExistsError, ValueError, KeyError) as exc:
         # expected user-facing errors: one clear line (set FTCP_TRACEBACK=1 for the traceback)
         if os.environ.get("FTCP_TRACEBACK"):

@@ -99,7 +99,7 @@ class Embedder:
     def embed_ftcp(self, ftcp: np.ndarray, batch_size: int = DEFAULT_BATCH_SIZE, ids=None) -> np.ndarray:
         """(N, 400, 63) FTCP (raw, as featurized) -> (N, 2048) float32 SSL features."""
         from .ssl.data import ArraySource, SSLData
-        from .ssl.engine import DeviceData, load_block_fields
+        from .ssl.batches import DeviceData, load_block_fields
         from .ssl.export import embed_positions
 
         ftcp = np.asarray(ftcp, dtype=np.float32)
@@ -287,7 +287,7 @@ def register_cli(subparsers) -> None:
                    help="SSL checkpoint directory (normalizer.json + block<N>_*/best.pt) or hub repository user/repo")
     p.add_argument("--out", required=True, help="output .npz (material_id + embedding), .npy or .csv")
     p.add_argument("--rejects", default=None, help="rejects CSV (default: <out stem>.rejects.csv)")
-    p.add_argument("--device", default="cpu", help="cpu | cuda | auto (default cpu)")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda[:N] (default auto: the GPU when torch sees one)")
     p.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE)
     p.add_argument("--id-column", default="material_id", help="CSV column with IDs (default material_id)")
     p.add_argument("--cif-column", default="cif", help="CSV column with CIF text (default cif)")
@@ -307,12 +307,12 @@ def _rejects_path(out: Path) -> Path:
 
 def _cli_embed(args) -> int:
     from .hub import HubError
-    from .ssl.engine import Dist, resolve_device
+    from .runtime import resolve_device
 
     out = Path(args.out)
     if not out.name.lower().endswith((".npz", ".npy", ".csv")):
         raise ValueError(f"--out {out}: use a .npz, .npy or .csv file name")
-    device = resolve_device(args.device, Dist())
+    device = resolve_device(args.device)
     try:
         ckpt = resolve_checkpoints(args.checkpoints, args.endpoint, args.revision)
     except HubError as exc:

@@ -136,3 +136,10 @@ def as_id_array(ids, what: str = "material IDs") -> np.ndarray:
             raise ValueError(f"{what}: element {i} is {type(v).__name__} {v!r}, not a string ID")
         out.append(v)
     return np.array(out, dtype=str) if out else np.zeros(0, dtype="<U1")
+
+
+def utc_now() -> str:
+    """The current time as ISO 8601 UTC (``2026-12-01T03:04:05Z``): the one timestamp format of every record."""
+    from datetime import datetime, timezone
+
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")

@@ -472,7 +472,7 @@ def _stage_ssl_prepare(ctx: Context) -> dict:
         for name in (D.SPLIT_FILE, D.NORMALIZER_FILE, T.CACHE_FILE, "crystal_system_failures.json"):
             (ctx.ssl_dir / name).unlink(missing_ok=True)
         shutil.rmtree(ctx.ssl_dir / "crystal_system.parts", ignore_errors=True)
-    ensure_prepared(ctx.data, ctx.ssl_dir, train_all_args(ctx, []), need_crystal_systems=True, log=ctx.log)
+    ensure_prepared(ctx.data, ctx.ssl_dir, train_all_args(ctx, []), need_crystal_systems=True)
     split = json.loads((ctx.ssl_dir / D.SPLIT_FILE).read_text())
     return {"ssl_split_sizes": split["sizes"]}
 
@@ -488,7 +488,7 @@ def _ssl_block_stage(number: int) -> Stage:
 
         rerun = _changed_since_done(ctx, f"ssl-block{number}")
         args = train_all_args(ctx, ["--blocks", str(number)] + (["--restart"] if rerun else []))
-        summary = run_all(args, log=lambda m: ctx.log("    " + m))
+        summary = run_all(args)
         metrics = json.loads((ctx.ssl_dir / dirname / "metrics.json").read_text())
         beats = metrics.get("tasks_beating_baseline", {}).get("test", {})
         return {"status": summary["blocks"][number]["status"], "epochs_run": metrics.get("epochs_run"),
@@ -506,15 +506,14 @@ def _ssl_block_stage(number: int) -> Stage:
 def _stage_assemble(ctx: Context) -> dict:
     from .ssl.assemble import assemble
 
-    info = assemble(ctx.ssl_dir, root=ctx.data, log=lambda m: ctx.log("    " + m))
+    info = assemble(ctx.ssl_dir, root=ctx.data)
     return {"n_materials": info["n_materials"], "dims": info["dims"]}
 
 
 def _stage_pretext(ctx: Context) -> dict:
     from .ssl.pretext_table import write_table
 
-    table = write_table(ctx.ssl_dir, ctx.report_dir, command=ctx.command, data_root=ctx.data,
-                        log=lambda m: ctx.log("    " + m))
+    table = write_table(ctx.ssl_dir, ctx.report_dir, command=ctx.command, data_root=ctx.data)
     return table["summary"]
 
 

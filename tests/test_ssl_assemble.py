@@ -3,6 +3,7 @@ pretext-task table, and train-all end to end (tiny models) with skipping of fini
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -57,7 +58,7 @@ def test_assembly_joins_blocks_in_order_and_ftcp_dataset_reads_it(tmp_path):
 
     root, ids = make_root(tmp_path / "root")
     write_blocks(root / "SSL", ids)
-    info = A.assemble(root / "SSL", root=root, upstream_layout=True, log=None)
+    info = A.assemble(root / "SSL", root=root, upstream_layout=True)
     feats = np.load(root / "SSL" / A.FEATURES_FILE)
     assert feats.shape == (N, L.SSL_DIM) and feats.dtype == np.float32
     assert list(np.load(root / "SSL" / A.IDS_FILE)) == list(ids)
@@ -92,7 +93,7 @@ def test_assembly_refuses_mismatched_blocks(tmp_path, tweak, message):
     root, ids = make_root(tmp_path / "root")
     write_blocks(root / "SSL", ids, tweak=tweak)
     with pytest.raises(ValueError, match=message):
-        A.assemble(root / "SSL", root=root, log=None)
+        A.assemble(root / "SSL", root=root)
     assert not (root / "SSL" / A.FEATURES_FILE).exists()
 
 
@@ -102,16 +103,16 @@ def test_assembly_refuses_other_store_missing_block_and_mixed_splits(tmp_path):
     other[[2, 5]] = other[[5, 2]]
     write_blocks(root / "SSL", other)
     with pytest.raises(ValueError, match="do not cover the data root .* first differing rows \\[2, 5\\]"):
-        A.assemble(root / "SSL", root=root, log=None)
+        A.assemble(root / "SSL", root=root)
     write_blocks(root / "SSL", ids)
     (root / "SSL" / "block6_structure_factors" / "embeddings.npz").unlink()
     with pytest.raises(FileNotFoundError, match="block 6 .*train --block 6"):
-        A.assemble(root / "SSL", root=root, log=None)
+        A.assemble(root / "SSL", root=root)
     write_blocks(root / "SSL", ids)
     cfg = root / "SSL" / "block3_atomic_sites" / "config.json"
     cfg.write_text(json.dumps({"split": {"seed": 7, "sizes": {"train": 19}}}))
     with pytest.raises(ValueError, match="different SSL splits"):
-        A.assemble(root / "SSL", root=root, log=None)
+        A.assemble(root / "SSL", root=root)
 
 
 # ------------------------------------------------------------------------------------------
@@ -143,7 +144,7 @@ def test_pretext_table_counts_test_at_least_val_in_the_better_direction(tmp_path
     values["masked_kdistance"] = (0.3, 0.4, False)                        # higher error: no
     values["real_from_reciprocal"] = (0.9, 1.2, False)                    # worse than the baseline on test
     fake_metrics(tmp_path, values)
-    table = P.write_table(tmp_path, tmp_path / "out", command="pytest", log=None)
+    table = P.write_table(tmp_path, tmp_path / "out", command="pytest")
     s = table["summary"]
     assert s["tasks_run"] == 13 and s["test_ge_val"] == 3 and s["paper_test_ge_val"] == 6
     assert s["beat_baseline_test"] == 12
@@ -169,10 +170,19 @@ TINY_SETS = ["1:slot_width=16", "1:set_width=8", "1:hidden=16", "1:projector_wid
              "6:head_width=8", "6:projector_width=16"]
 
 
-def test_train_all_trains_assembles_and_skips_finished_blocks(tmp_path_factory, tmp_path):
-    from ftcp.ssl.train_all import main as train_all
+def _train_all(argv) -> dict:
+    """Run ``SSL_Training/train_all.py``'s entry point; its summary as written to the SSL directory."""
+    from ftcp.ssl.train_all import main
 
+    assert main(argv) == 0
+    out = argv[argv.index("--out") + 1]
+    return json.loads((Path(out) / "train_all_summary.json").read_text())
+
+
+def test_train_all_trains_assembles_and_skips_finished_blocks(tmp_path_factory, tmp_path):
     from ftcp.ssl import data as D
+
+    train_all = _train_all
 
     root = synthetic_root_cached(tmp_path_factory.mktemp("train_all_root"))  # own copy: <root>/SSL is written below
     D.prepare(root, root / "SSL")          # split + normaliser in <root>/SSL; --out below is another directory
@@ -182,6 +192,8 @@ def test_train_all_trains_assembles_and_skips_finished_blocks(tmp_path_factory, 
     argv += [a for n in range(1, 7) for a in ("--set", f"{n}:batch_size=32")]
     first = train_all(argv)
     assert all(v["status"] == "finished" for v in first["blocks"].values())
+    run = json.loads((out / A.RUN_FILE).read_text())
+    assert run["protocol"] == "transductive" and run["preset"] == "upstream" and run["seed"] == 42
     assert not (out / "ssl_split.json").exists()
     feats = np.load(out / A.FEATURES_FILE)
     assert feats.shape == (112, L.SSL_DIM) and np.isfinite(feats).all()
@@ -192,9 +204,10 @@ def test_train_all_trains_assembles_and_skips_finished_blocks(tmp_path_factory, 
     from ftcp.ssl.cli import main as ssl_main
     from ftcp.ssl.export import load_embeddings
 
-    ssl_main(["export", "--block", "4", "--data", str(root), "--out", str(out), "--to", str(tmp_path / "b4.npz")])
+    ssl_main(["export", "--block", "4", "--data", str(root), "--out", str(out), "--to", str(tmp_path / "again"),
+              "--device", "cpu"])
     ids4, emb4 = load_embeddings(out / "block4_site_occupancy" / "embeddings.npz")
-    ids_re, emb_re = load_embeddings(tmp_path / "b4.npz")
+    ids_re, emb_re = load_embeddings(tmp_path / "again" / "block4_site_occupancy" / "embeddings.npz")
     assert list(ids_re) == list(ids4)
     np.testing.assert_allclose(emb_re, emb4, rtol=1e-5, atol=1e-6)
     again = train_all(argv)
@@ -205,6 +218,52 @@ def test_train_all_trains_assembles_and_skips_finished_blocks(tmp_path_factory, 
     with pytest.raises(ValueError, match="--restart"):
         train_all(argv + ["--set", "5:weight_lattice=0.9", "--blocks", "5"])
     changed = train_all(argv + ["--set", "5:weight_lattice=0.9", "--blocks", "5", "--restart"])
-    assert list(changed["blocks"]) == [5] and changed["blocks"][5]["status"] == "finished"
+    assert list(changed["blocks"]) == ["5"] and changed["blocks"]["5"]["status"] == "finished"
     new = np.load(out / A.FEATURES_FILE)
     assert np.array_equal(new[:, :1024], feats[:, :1024]) and not np.array_equal(new[:, 1024:1280], feats[:, 1024:1280])
+
+
+def test_cli_inductive_protocol_end_to_end_with_no_flag_repeated(tmp_path_factory, tmp_path):
+    """`ftcp ssl-prepare --protocol inductive`, then train-all, export, assemble, the table, the random-init
+    control and a region pack: every later command takes the stored split as it is (exit 0, nothing repeated)."""
+    import shutil
+
+    from ftcp.cli import main
+
+    root = tmp_path / "root"
+    shutil.copytree(synthetic_root_cached(tmp_path_factory.mktemp("inductive_root")), root)
+    ids = np.load(root / "material_ids.npy")
+    tests = {"Splitted_Data/Split_10Test_90Train": set(ids[::10]), "Group_Splitting": set(ids[3::7])}
+    for folder, test in tests.items():
+        (root / folder).mkdir(parents=True)
+        (root / folder / "train_ids.txt").write_text("".join(f"{m}\n" for m in ids if m not in test))
+        (root / folder / "test_ids.txt").write_text("".join(f"{m}\n" for m in ids if m in test))
+    (root / "labels.csv").write_text("material_id,formation_energy\n" + "".join(f"{m},{i % 7}\n" for i, m in enumerate(ids)))
+    excluded = set().union(*tests.values())
+
+    assert main(["ssl-prepare", "--data", str(root), "--protocol", "inductive", "--no-crystal-systems"]) == 0
+    split = json.loads((root / "SSL" / "ssl_split.json").read_text())
+    assert split["protocol"] == "inductive" and set(split["excluded"]) == excluded
+    tiny = [a for s in TINY_SETS for a in ("--set", s)] + [a for n in range(1, 7) for a in ("--set", f"{n}:batch_size=32")]
+    common = ["--data", str(root), "--device", "cpu", "--threads", "1", "--no-progress"]
+    assert main(["ssl-train-all", *common, "--epochs-scale", "0.05", "--probe-every", "1", *tiny]) == 0
+    assert main(["ssl-export", "--data", str(root), "--device", "cpu", "--to", str(tmp_path / "re")]) == 0
+    assert main(["ssl-assemble", "--data", str(root)]) == 0
+    assert main(["ssl-pretext-table", "--data", str(root), "--to", str(tmp_path / "table")]) == 0
+    info = json.loads((root / "SSL" / A.INFO_FILE).read_text())
+    assert info["ssl_split"]["protocol"] == "inductive" and info["run"]["protocol"] == "inductive"
+    assert info["ssl_split"]["sizes"]["excluded"] == len(excluded)
+    metrics = json.loads((root / "SSL" / "block1_element_matrix" / "metrics.json").read_text())
+    assert metrics["probes"][0]["epoch"] == 0 and "formation_energy" in metrics["probes"][-1]["targets"]
+    # the random-init control: same encoders, initial weights, assembled like a trained run
+    control = root / "SSL" / "random_init_seed7"
+    assert main(["ssl-export", "--data", str(root), "--init", "random", "--seed", "7", "--device", "cpu"]) == 0
+    assert main(["ssl-assemble", "--data", str(root), "--out", str(control)]) == 0
+    control_info = json.loads((control / A.INFO_FILE).read_text())
+    assert control_info["init"] == ["random (no SSL training)"]
+    assert control_info["ssl_split"]["protocol"] == "inductive"
+    assert not np.array_equal(np.load(control / A.FEATURES_FILE), np.load(root / "SSL" / A.FEATURES_FILE))
+    # a region pack made from this directory trains without the exclusion asked for again
+    assert main(["ssl-pack", "--data", str(root), "--out", str(tmp_path / "pack"), "--blocks", "1"]) == 0
+    assert main(["ssl-train-all", "--data", str(tmp_path / "pack"), "--blocks", "1", "--device", "cpu", "--threads", "1",
+                 "--no-progress", "--epochs-scale", "0.05", "--no-table", *tiny]) == 0

@@ -11,7 +11,8 @@ import torch
 from ftcp import layout as L
 from ftcp.ssl import data as D
 from ftcp.ssl.cli import load_block
-from ftcp.ssl.engine import TrainConfig, load_block_fields, run_block
+from ftcp.ssl.batches import load_block_fields
+from ftcp.ssl.engine import TrainConfig, run_block
 from ftcp.ssl.export import load_block_model, load_embeddings
 from ftcp.ssl.synthetic import synthetic_root_cached
 
@@ -167,7 +168,7 @@ def train(number, root, out, **kw):
     settings = dict(device="cpu", progress=False, model=dict(TINY[number]), batch_size=16, lr=3e-3, epochs=3,
                     patience=100, eval_batch_size=32, threads=1)
     settings.update(kw)
-    return run_block(block, TrainConfig.for_block(block, **settings), root=root, ssl_dir=out, log=None), block
+    return run_block(block, TrainConfig.for_block(block, **settings), root=root, ssl_dir=out), block
 
 
 @pytest.mark.parametrize("number,epochs,lr", [(4, 12, 5e-3), (5, 10, 3e-3), (6, 10, 3e-3)])

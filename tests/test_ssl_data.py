@@ -42,8 +42,12 @@ def test_split_exclusion_and_refusal(tmp_path):
     assert again["train"] == split["train"]
     with pytest.raises(ValueError, match="seed"):
         D.load_or_make_split(tmp_path, ids, 7, exclude=held_out)
+    # the stored split is the authority: asking nothing reuses it, exclusion included
+    assert D.load_or_make_split(tmp_path, ids)["excluded"] == held_out
+    assert D.load_or_make_split(tmp_path, ids, 42)["train"] == split["train"]
+    # an explicit, different request is refused (here: none at all, i.e. transductive)
     with pytest.raises(ValueError, match="excluded"):
-        D.load_or_make_split(tmp_path, ids, 42)
+        D.load_or_make_split(tmp_path, ids, 42, exclude=[])
     with pytest.raises(ValueError, match="another store"):
         D.load_or_make_split(tmp_path, ids[:-1], 42, exclude=held_out)
 
@@ -115,8 +119,28 @@ def test_downstream_test_ids_for_the_inductive_check(tmp_path):
     folder.mkdir(parents=True)
     (folder / "test_ids.txt").write_text("mp-1\nmp-7\n\n")
     ids, source = D.downstream_test_ids(tmp_path, "random_10")
-    assert ids == ["mp-1", "mp-7"] and source.endswith("test_ids.txt")
+    assert ids == ["mp-1", "mp-7"] and source == "test IDs of random_10"
     with pytest.raises(FileNotFoundError, match="exclude-ids"):
         D.downstream_test_ids(tmp_path, "group")
-    with pytest.raises(KeyError, match="unknown downstream split"):
-        D.downstream_test_ids(tmp_path, "random_50")
+    with pytest.raises(KeyError, match="unknown split name"):
+        D.downstream_test_ids(tmp_path, "nonsense")
+
+
+def test_inductive_protocol_leaves_out_every_downstream_test_set(tmp_path):
+    for folder, test in (("Splitted_Data/Split_10Test_90Train", "mp-1\nmp-7\n"),
+                         ("Splitted_Data/Split_20Test_80Train", "mp-1\nmp-7\nmp-9\n"), ("Group_Splitting", "mp-3\n")):
+        (tmp_path / folder).mkdir(parents=True)
+        (tmp_path / folder / "test_ids.txt").write_text(test)
+    ids, source = D.protocol_exclusion(tmp_path, "inductive")
+    assert ids == ["mp-1", "mp-3", "mp-7", "mp-9"]
+    assert source == "inductive: test IDs of random_10, random_20, group"
+    assert D.protocol_exclusion(tmp_path, "transductive")[0] == []
+    store = np.array([f"mp-{i}" for i in range(40)])
+    split = D.make_ssl_split(store, 42, ids, source)
+    assert split["protocol"] == "inductive" and split["sizes"]["excluded"] == 4
+    assert not D.ssl_seen_ids(split) & set(ids)
+    summary = D.split_summary(split)
+    assert summary["protocol"] == "inductive" and summary["excluded_digest"] == D.ids_digest(sorted(ids))
+    assert D.split_summary(D.make_ssl_split(store, 42))["protocol"] == "transductive"
+    with pytest.raises(FileNotFoundError, match="ftcp split"):
+        D.protocol_exclusion(tmp_path / "empty", "inductive")

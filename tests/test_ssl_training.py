@@ -31,7 +31,7 @@ def train(number, root, out, **kw):
     settings = dict(device="cpu", progress=False, model=dict(TINY[number]), batch_size=16, lr=3e-3, epochs=3,
                     patience=100, eval_batch_size=32, threads=1)
     settings.update(kw)
-    return run_block(block, TrainConfig.for_block(block, **settings), root=root, ssl_dir=out, log=None), block
+    return run_block(block, TrainConfig.for_block(block, **settings), root=root, ssl_dir=out), block
 
 
 @pytest.mark.parametrize("number,epochs", [(1, 12), (2, 12), (3, 25)])
@@ -61,7 +61,7 @@ def test_export_covers_all_materials_in_store_order(root, tmp_path):
     # the checkpoint is a state dict loadable with weights_only; it reproduces the export, row by row
     ck = torch.load(tmp_path / block.dirname / "best.pt", map_location="cpu", weights_only=True)
     assert ck["block"] == 2 and isinstance(ck["model"], dict)
-    from ftcp.ssl.engine import load_block_fields
+    from ftcp.ssl.batches import load_block_fields
     fresh = load_block(2)
     model = load_block_model(fresh, tmp_path / block.dirname / "best.pt")
     fields = load_block_fields(fresh, D.prepare(root, tmp_path))
@@ -154,7 +154,7 @@ def test_a_non_finite_step_is_skipped_and_reported(root, tmp_path, monkeypatch):
     monkeypatch.setattr(type(block), "make_views", poisoned)
     settings = dict(device="cpu", progress=False, model=dict(TINY[2]), batch_size=4, lr=3e-3, epochs=2,
                     patience=100, eval_batch_size=32, threads=1)
-    metrics = run_block(block, TrainConfig.for_block(block, **settings), root=root, ssl_dir=tmp_path, log=None)
+    metrics = run_block(block, TrainConfig.for_block(block, **settings), root=root, ssl_dir=tmp_path)
     first = metrics["history"][0]
     assert first["skipped_steps"] == 1 and len(first["skipped_batch_ids"]) == 4
     assert metrics["history"][1]["skipped_steps"] == 0

@@ -45,8 +45,8 @@ from ftcp.dataset import open_dataset  # noqa: E402
 from ftcp.evaluation import features as F  # noqa: E402
 from ftcp.evaluation.metrics import bootstrap_ci, regression_metrics, t_interval, target_unit  # noqa: E402
 from ftcp.evaluation.mlp import (TrainConfig, column_standardiser, hybrid_mlp, inner_split,  # noqa: E402
-                                 predict, resolve_device, restrict_inputs, seed_everything,
-                                 train_regressor)
+                                 predict, restrict_inputs, train_regressor)
+from ftcp.runtime import resolve_device, seed_everything  # noqa: E402
 from ftcp.evaluation.results import (add_common_arguments, apply_quick_caps, command_line,  # noqa: E402
                                      provenance, regenerate_report, results_dir, write_result)
 from ftcp.evaluation.timing import measure  # noqa: E402

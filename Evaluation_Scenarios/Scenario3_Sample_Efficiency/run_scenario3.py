@@ -40,7 +40,8 @@ from ftcp import layout as L  # noqa: E402
 from ftcp.dataset import open_dataset  # noqa: E402
 from ftcp.evaluation import features as F  # noqa: E402
 from ftcp.evaluation.metrics import t_interval, target_unit  # noqa: E402
-from ftcp.evaluation.mlp import TorchMLPRegressor, TrainConfig, regularized_mlp, resolve_device  # noqa: E402
+from ftcp.evaluation.mlp import TorchMLPRegressor, TrainConfig, regularized_mlp  # noqa: E402
+from ftcp.runtime import resolve_device  # noqa: E402
 from ftcp.evaluation.residual import SklearnRegressor, hist_gradient_boosting, residual_learning  # noqa: E402
 from ftcp.evaluation.results import (add_common_arguments, apply_quick_caps, command_line,  # noqa: E402
                                      provenance, regenerate_report, results_dir, write_result)

@@ -26,23 +26,7 @@ import numpy as np
 import torch
 from torch import nn
 
-
-def resolve_device(device: str = "auto") -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("--device cuda requested but torch sees no CUDA device")
-    return torch.device(device)
-
-
-def seed_everything(seed: int) -> None:
-    import random
-
-    random.seed(seed)
-    np.random.seed(seed % (2 ** 32))
-    torch.manual_seed(seed)
-    if torch.cuda.is_available():
-        torch.cuda.manual_seed_all(seed)
+from ..runtime import seed_everything
 
 
 def hybrid_mlp(in_dim: int, hidden=(512, 256, 128), dropout=(0.2, 0.2, 0.1)) -> nn.Sequential:

@@ -3,19 +3,13 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
-import shlex
-import subprocess
 import sys
-from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 
-from ..io_utils import add_data_argument, atomic_write_json, read_json, resolve_data_root
-from .timing import hardware_summary
-
-REPO = Path(__file__).resolve().parents[2]
+from ..io_utils import add_data_argument, atomic_write_json, read_json, resolve_data_root, utc_now
+from ..provenance import REPO, command_line, git_commit, hardware_summary, versions
 DEFAULT_REPORT_DIR = REPO / "Supplemental Information"
 
 
@@ -60,53 +54,15 @@ def results_dir(args) -> Path:
     return Path(args.out) if args.out else resolve_data_root(args.data) / "Results"
 
 
-def git_commit() -> dict:
-    def run(*cmd):
-        try:
-            return subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=10).stdout.strip()
-        except (OSError, subprocess.SubprocessError):
-            return ""
-    commit = run("git", "rev-parse", "HEAD")
-    dirty = bool(run("git", "status", "--porcelain", "--untracked-files=no")) if commit else None
-    return {"commit": commit or None, "dirty": dirty}
-
-
-def versions() -> dict:
-    import importlib
-
-    out = {"python": sys.version.split()[0]}
-    for mod in ("numpy", "scipy", "sklearn", "torch", "shap", "matminer", "pandas"):
-        m = sys.modules.get(mod)
-        if m is None and mod in ("numpy", "sklearn", "torch"):
-            try:
-                m = importlib.import_module(mod)
-            except ImportError:
-                m = None
-        if m is not None:
-            out[mod] = getattr(m, "__version__", "?")
-    return out
-
-
-def command_line(script: str, argv=None) -> str:
-    """``python <script relative to the repo> <arguments>`` as typed (argv None: sys.argv)."""
-    args = sys.argv[1:] if argv is None else list(argv)
-    try:
-        rel = os.path.relpath(script, REPO)
-    except ValueError:
-        rel = script
-    return "python " + " ".join(shlex.quote(str(a)) for a in [rel] + args)
-
-
 def provenance(dataset: dict, seed: int, extra: dict | None = None, command: str | None = None) -> dict:
     """Everything needed to say where a number came from (``command``: see :func:`command_line`)."""
     return {
         "dataset": dataset,
         "seed": int(seed),
         "command": command or command_line(sys.argv[0] if sys.argv else "-"),
-        "cwd": os.getcwd(),
         "hardware": hardware_summary(),
         "versions": versions(),
-        "date_utc": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "date_utc": utc_now(),
         "git": git_commit(),
         **(extra or {}),
     }

@@ -144,36 +144,3 @@ def combine(*records: dict) -> dict:
     }
 
 
-def hardware_summary() -> dict:
-    """CPU model, logical cores, memory and GPU (if torch sees one) of this machine."""
-    import platform
-
-    cpu = platform.processor() or ""
-    try:
-        with open("/proc/cpuinfo") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    mem_gb = None
-    try:
-        with open("/proc/meminfo") as fh:
-            mem_gb = round(int(fh.readline().split()[1]) / 1024 ** 2, 1)
-    except OSError:
-        pass
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:
-        cores = os.cpu_count()
-    gpu = None
-    try:
-        import torch
-
-        if torch.cuda.is_available():
-            gpu = torch.cuda.get_device_name(0)
-    except Exception:   # torch missing or broken CUDA: report no GPU
-        gpu = None
-    return {"cpu": cpu, "cores": cores, "memory_gb": mem_gb, "gpu": gpu,
-            "platform": platform.platform()}

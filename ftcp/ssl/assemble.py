@@ -24,6 +24,7 @@ downstream split present (ID lists read through ``ftcp.dataset``).
 from __future__ import annotations
 
 import json
+import logging
 import os
 import time
 from pathlib import Path
@@ -31,13 +32,17 @@ from pathlib import Path
 import numpy as np
 
 from .. import layout as L
-from ..io_utils import read_json_if_exists, sha256_file
+from ..io_utils import atomic_write_json, read_json_if_exists, sha256_file, utc_now
 from . import data as D
 from .export import EMBEDDINGS_FILE, load_embeddings
 
 FEATURES_FILE = "ssl_features.npy"
 IDS_FILE = "ssl_material_ids.npy"
 INFO_FILE = "ssl_features.json"
+#: what ``ftcp ssl-train-all`` records about a run (protocol, preset, seed, commit, ...)
+RUN_FILE = "ssl_run.json"
+
+log = logging.getLogger(__name__)
 
 
 def block_dir(ssl_dir, block) -> Path:
@@ -66,12 +71,6 @@ def first_differences(reference: np.ndarray, other: np.ndarray, limit: int = 5) 
 def _atomic_save_npy(path: Path, array: np.ndarray):
     tmp = path.with_name(path.name + ".tmp.npy")
     np.save(tmp, array, allow_pickle=False)
-    os.replace(tmp, path)
-
-
-def _atomic_write_json(path: Path, obj):
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2))
     os.replace(tmp, path)
 
 
@@ -108,15 +107,15 @@ def _check_same_split(records, blocks):
         split = rec["config"].get("split")
         if split is None:
             continue
-        key = json.dumps({k: split.get(k) for k in ("seed", "sizes", "excluded_source")}, sort_keys=True)
+        key = json.dumps({k: split.get(k) for k in ("seed", "sizes", "excluded_source", "excluded_digest")},
+                         sort_keys=True)
         seen.setdefault(key, []).append(block.number)
     if len(seen) > 1:
         raise ValueError("the blocks were trained on different SSL splits: "
                          + "; ".join(f"blocks {v}: {k}" for k, v in seen.items()))
 
 
-def assemble(ssl_dir, root=None, features_dir=None, blocks=L.BLOCKS, upstream_layout: bool = False,
-             log=print) -> dict:
+def assemble(ssl_dir, root=None, features_dir=None, blocks=L.BLOCKS, upstream_layout: bool = False) -> dict:
     """Write the assembled table (see the module docstring); returns the info dict."""
     t0 = time.perf_counter()
     ssl_dir = Path(ssl_dir)
@@ -146,17 +145,22 @@ def assemble(ssl_dir, root=None, features_dir=None, blocks=L.BLOCKS, upstream_la
     where = {name: next((d / name for d in (ssl_dir, *([Path(root) / "SSL"] if root is not None else []))
                          if (d / name).exists()), None) for name in (D.SPLIT_FILE, D.NORMALIZER_FILE)}
     prepared = {name: (sha256_file(path) if path else None) for name, path in where.items()}
-    split = read_json_if_exists(where[D.SPLIT_FILE]) if where[D.SPLIT_FILE] else {}
+    split = read_json_if_exists(where[D.SPLIT_FILE]) if where[D.SPLIT_FILE] else None
+    summary = D.split_summary(split) if split else next((r["config"]["split"] for r in records
+                                                        if r["config"].get("split")), {})
     info = {
-        "kind": "ssl_features", "layout": L.LAYOUT_VERSION, "created": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "kind": "ssl_features", "layout": L.LAYOUT_VERSION, "created_utc": utc_now(),
         "n_materials": int(len(ids)), "dims": int(features.shape[1]), "dtype": "float32",
-        "ids_digest": D.ids_digest(ids), "data_root": None if root is None else str(root), "ssl_dir": str(ssl_dir),
-        "ssl_split": {"file": str(where[D.SPLIT_FILE]), "sha256": prepared[D.SPLIT_FILE], "seed": split.get("seed"),
-                      "sizes": split.get("sizes"), "excluded_source": split.get("excluded_source")},
-        "normalizer": {"file": str(where[D.NORMALIZER_FILE]), "sha256": prepared[D.NORMALIZER_FILE]},
+        "ids_digest": D.ids_digest(ids), "data_root": None if root is None else Path(root).name,
+        "ssl_split": {"sha256": prepared[D.SPLIT_FILE], **summary},
+        "normalizer": {"sha256": prepared[D.NORMALIZER_FILE]},
+        "init": sorted({rec["config"].get("init", "trained") for rec in records}),
+        "run": read_json_if_exists(ssl_dir / RUN_FILE),
         "blocks": [{"number": b.number, "name": b.name, "dim": d, "offset": o, "columns": [o, o + d],
                     "embeddings": str(rec["path"].relative_to(ssl_dir)), "sha256": sha256_file(rec["path"]),
+                    "init": rec["config"].get("init", "trained"),
                     "train": {k: rec["config"].get("train", {}).get(k) for k in ("epochs", "batch_size", "lr", "seed")},
+                    "model": rec["config"].get("model"),
                     "world_size": rec["config"].get("world_size"), "device_name": rec["config"].get("device_name")}
                    for b, d, o, rec in zip(blocks, dims, offsets, records)],
         "outputs": {FEATURES_FILE: sha256_file(out_dir / FEATURES_FILE), IDS_FILE: sha256_file(out_dir / IDS_FILE)},
@@ -166,17 +170,14 @@ def assemble(ssl_dir, root=None, features_dir=None, blocks=L.BLOCKS, upstream_la
     if upstream_layout:
         if root is None:
             raise ValueError("--upstream-layout needs the data root (its split ID lists)")
-        info["upstream_layout"] = write_upstream_features(root, ids, features, log=log)
-    _atomic_write_json(out_dir / INFO_FILE, info)
-    if log:
-        log(f"assembled {features.shape[0]} x {features.shape[1]} SSL features from blocks "
-            f"{[b.number for b in blocks]} -> {out_dir / FEATURES_FILE} ({time.perf_counter() - t0:.1f} s)")
-        if root is not None and (Path(root) / "SSL").resolve() != out_dir.resolve():
-            log(f"note: ftcp.dataset reads {Path(root) / 'SSL' / FEATURES_FILE}; these went to {out_dir}")
+        info["upstream_layout"] = write_upstream_features(root, ids, features)
+    atomic_write_json(out_dir / INFO_FILE, json.loads(json.dumps(info, default=str)))
+    log.info("assembled %d x %d SSL features from blocks %s -> %s (%.1f s)", features.shape[0], features.shape[1],
+             [b.number for b in blocks], out_dir / FEATURES_FILE, time.perf_counter() - t0)
     return info
 
 
-def write_upstream_features(root, ids: np.ndarray, features: np.ndarray, log=print) -> list[dict]:
+def write_upstream_features(root, ids: np.ndarray, features: np.ndarray) -> list[dict]:
     """``{Train,Test}_Extracted_Features_{Data,Material_IDs}.npy`` of every split of ``root``."""
     from ..dataset import open_dataset
     from ..splits import split_dir
@@ -200,8 +201,7 @@ def write_upstream_features(root, ids: np.ndarray, features: np.ndarray, log=pri
             _atomic_save_npy(folder / f"{cap}_Extracted_Features_Data.npy", features[rows])
             _atomic_save_npy(folder / f"{cap}_Extracted_Features_Material_IDs.npy", part_ids)
             written.append({"split": split, "side": side, "n": int(len(rows)), "folder": str(folder)})
-    if log:
-        log(f"upstream layout: wrote the SSL features of {len(written)} split parts under {root}")
+    log.info("upstream layout: wrote the SSL features of %d split parts under %s", len(written), root)
     return written
 
 

@@ -34,7 +34,12 @@ import torch
 from torch import nn
 
 from .. import layout as L
+from . import crossmodal as X
 from .metrics import Task
+
+#: settings every block accepts besides its own ``model_defaults``: optional objectives beyond
+#: upstream's task set (0 = off, the published replication)
+OBJECTIVE_DEFAULTS = {"crossmodal_weight": 0.0}
 
 
 @dataclass(frozen=True)
@@ -129,7 +134,7 @@ class SSLBlock:
 
     # -- model and tasks -------------------------------------------------------------------
     def model_config(self, overrides: dict | None = None, embed_dim: int | None = None) -> dict:
-        cfg = dict(self.model_defaults)
+        cfg = {**self.model_defaults, **OBJECTIVE_DEFAULTS}
         overrides = dict(overrides or {})
         embed_dim = embed_dim or overrides.pop("embed_dim", None)
         unknown = set(overrides) - set(cfg)
@@ -149,9 +154,36 @@ class SSLBlock:
         raise NotImplementedError
 
     @property
+    def crossmodal(self) -> bool:
+        return float(self.cfg.get("crossmodal_weight", 0.0)) > 0
+
+    def create_model(self, cfg: dict) -> nn.Module:
+        """``build_model`` plus the heads of the optional objectives this configuration enables."""
+        model = self.build_model(cfg)
+        if float(cfg.get("crossmodal_weight", 0.0)) > 0:
+            model = X.CrossModalModel(model, cfg["embed_dim"], len(X.descriptor_names()))
+        return model
+
+    def views(self, batch: dict, gen: torch.Generator, train: bool):
+        """``make_views`` plus what the optional objectives need (what the engine calls)."""
+        inputs, targets = self.make_views(batch, gen, train)
+        if self.crossmodal:
+            inputs = {"view": inputs, "clean": self.clean_inputs(batch)}
+            targets = {**targets, X.TASK: X.target(batch)}
+        return inputs, targets
+
+    def objective_fields(self, data) -> dict[str, np.ndarray]:
+        """Extra per-material arrays the optional objectives need (store order)."""
+        if not self.crossmodal:
+            return {}
+        return {"crossmodal_target": X.load_descriptors(data.source, data.search_dirs())}
+
+    @property
     def tasks(self) -> list[Task]:
         if self._tasks is None:
             self._tasks = self.build_tasks()
+            if self.crossmodal:
+                self._tasks.append(X.make_task(float(self.cfg["crossmodal_weight"])))
             names = [t.name for t in self._tasks]
             if len(set(names)) != len(names):
                 raise ValueError(f"block {self.number}: task names must be unique, got {names}")

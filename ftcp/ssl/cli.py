@@ -19,6 +19,8 @@ import json
 import sys
 from pathlib import Path
 
+from .. import layout as L
+from ..io_utils import read_id_list
 from . import data as D
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -58,19 +60,27 @@ def parse_kv(items) -> dict:
 def add_data_args(p: argparse.ArgumentParser):
     p.add_argument("--data", default=None, help="data root (native store or region pack); default $CRYS_REP_DATA or Data")
     p.add_argument("--out", default=None, help="SSL directory for prepared files and block outputs (default <data>/SSL)")
-    p.add_argument("--split-seed", type=int, default=42, help="seed of the SSL 80/10/10 split (default 42)")
+    p.add_argument("--split-seed", type=int, default=None,
+                   help="seed of a new SSL 80/10/10 split (default: the stored split's, else 42)")
     g = p.add_mutually_exclusive_group()
+    g.add_argument("--protocol", choices=D.PROTOCOLS, default=None,
+                   help="for a new SSL split: transductive (every material, upstream's) or inductive (the test "
+                        "materials of every downstream split left out); default: the stored split, else transductive")
     g.add_argument("--exclude-test-of", metavar="SPLIT", default=None,
-                   help=f"leave a downstream split's test IDs out of SSL training ({', '.join(D.DOWNSTREAM_SPLIT_DIRS)})")
-    g.add_argument("--exclude-ids", metavar="FILE", default=None, help="leave these IDs (one per line) out of SSL training")
+                   help="for a new SSL split: leave one downstream split's test IDs out (random_10 ... random_40, group)")
+    g.add_argument("--exclude-ids", metavar="FILE", default=None,
+                   help="for a new SSL split: leave these IDs (one per line) out")
 
 
-def exclusion(args) -> tuple[list[str], str | None]:
+def exclusion(args) -> tuple[list[str] | None, str | None]:
+    """The exclusion the command line asks for, or (None, None): then the stored split decides."""
+    if getattr(args, "protocol", None):
+        return D.protocol_exclusion(args.data, args.protocol)
     if args.exclude_test_of:
         return D.downstream_test_ids(args.data, args.exclude_test_of)
     if args.exclude_ids:
-        return D.read_id_list(args.exclude_ids), str(args.exclude_ids)
-    return [], None
+        return read_id_list(args.exclude_ids).tolist(), f"IDs listed in {Path(args.exclude_ids).name}"
+    return None, None
 
 
 def add_train_args(p: argparse.ArgumentParser, block=None):
@@ -91,7 +101,12 @@ def add_train_args(p: argparse.ArgumentParser, block=None):
     p.add_argument("--embed-dim", type=int, default=None, help="embedding size (default: ftcp.layout's)")
     p.add_argument("--model", action="append", metavar="KEY=VALUE", help="architecture setting, repeatable")
     p.add_argument("--amp", choices=("auto", "bf16", "off"), default="auto", help="bf16 autocast (auto: on CUDA only)")
-    p.add_argument("--compile", action="store_true", help="torch.compile the model (experimental)")
+    p.add_argument("--compile", action="store_true", help="torch.compile the model (experimental; no CUDA graphs)")
+    p.add_argument("--no-cuda-graphs", action="store_true", help="run every training step eagerly on CUDA")
+    p.add_argument("--probe-every", type=int, default=0, metavar="N",
+                   help="label probe of the embeddings on SSL-train crystals every N epochs and before training "
+                        "(0: off; see ftcp.ssl.probe)")
+    p.add_argument("--probe-size", type=int, default=4000, metavar="N", help="SSL-train crystals in the probe")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--eval-batch-size", type=int, default=1024, help="evaluation batch (fixes the masks; default 1024)")
     p.add_argument("--no-bucket", action="store_true", help="no length bucketing of training batches")
@@ -109,7 +124,8 @@ def train_config(block, args):
         weight_decay=args.weight_decay, grad_clip=args.grad_clip, warmup_epochs=args.warmup_epochs,
         seed=args.seed, split_seed=args.split_seed, device=args.device, amp=args.amp,
         max_samples=args.max_samples, eval_batch_size=args.eval_batch_size, bucket=not args.no_bucket,
-        compile=args.compile, threads=args.threads, progress=not args.no_progress, resume=not args.restart,
+        compile=args.compile, cuda_graphs=not args.no_cuda_graphs, probe_every=args.probe_every,
+        probe_size=args.probe_size, threads=args.threads, progress=not args.no_progress, resume=not args.restart,
         stop_after_epochs=args.stop_after_epochs, export=not args.no_export, model=parse_kv(args.model),
         embed_dim=args.embed_dim)
 
@@ -143,6 +159,9 @@ def run_train(block, args) -> dict:
 
 def block_script_main(block, argv=None) -> dict:
     """Entry point of ``SSL_Training/Block<N>_*/train_block<N>.py``."""
+    from ..logs import configure
+
+    configure()
     p = argparse.ArgumentParser(description=f"Train SSL block {block.number} ({block.name}), evaluate its pretext "
                                             f"tasks against trivial baselines and export its embeddings.")
     add_train_args(p, block)
@@ -180,8 +199,9 @@ def cmd_pack(args):
     print(f"wrote {out / D.PACK_FILE} ({size:.1f} MiB; regions {regions}) and {out / 'SSL'}")
 
 
-def cmd_train(args):
-    return run_train(load_block(args.block), args)
+def cmd_train(args) -> int:
+    metrics = run_train(load_block(args.block), args)
+    return 0 if metrics.get("status") in ("finished", "interrupted") else 1
 
 
 def _add_commands(sub, prefix: str = ""):
@@ -211,10 +231,11 @@ def register_cli(subparsers):
 
 # ------------------------------------------------------------------------------------------
 # all six blocks: train-all, assemble, pretext-table, export (ftcp.ssl.train_all / assemble / pretext_table)
-def cmd_train_all(args):
+def cmd_train_all(args) -> int:
     from .train_all import run_all
 
-    return run_all(args)
+    run_all(args)
+    return 0
 
 
 def cmd_assemble(args):
@@ -229,29 +250,48 @@ def cmd_pretext_table(args):
     from .pretext_table import write_table
 
     root = D.data_root(args.data)
-    write_table(Path(args.out) if args.out else root / "SSL", Path(args.to) if args.to else
-                REPO_ROOT / "Supplemental Information", command=args.command, data_root=root)
+    ssl_dir = Path(args.out) if args.out else root / "SSL"
+    write_table(ssl_dir, Path(args.to) if args.to else ssl_dir, command=args.command, data_root=root)
 
 
-def cmd_export(args):
-    """Re-export a block's embeddings from a checkpoint (e.g. a best.pt brought back from a GPU box)."""
+def cmd_export(args) -> int:
+    """Re-export a block's embeddings from a checkpoint (e.g. a best.pt brought back from a GPU box),
+    or export the random-init control (``--init random``: the encoder's initial weights)."""
     import numpy as np
 
-    from .engine import Dist, DeviceData, load_block_fields, resolve_device
+    from ..runtime import resolve_device
+    from .batches import DeviceData, load_block_fields
+    from .engine import TrainConfig, export_initial
     from .export import embed_positions, load_block_model, save_embeddings
 
-    block = load_block(args.block)
+    blocks = [load_block(n) for n in (args.block or [b.number for b in L.BLOCKS])]
+    if args.checkpoint and len(blocks) != 1:
+        raise ValueError("--checkpoint needs exactly one --block")
+    if args.init == "random":
+        out_dir = Path(args.to) if args.to else None
+        for block in blocks:
+            cfg = TrainConfig.for_block(block, seed=args.seed, split_seed=args.split_seed, device=args.device,
+                                        export_batch_size=args.batch_size, progress=False)
+            root = D.data_root(args.data)
+            ssl_dir = Path(args.out) if args.out else root / "SSL"
+            target = out_dir or ssl_dir / f"random_init_seed{args.seed}"
+            path = export_initial(block, cfg, root, ssl_dir, target)
+            print(f"exported block {block.number} with its initial weights (seed {args.seed}) -> {path}")
+        return 0
     data = D.prepare(args.data, args.out, args.split_seed, create=False)
-    checkpoint = Path(args.checkpoint) if args.checkpoint else data.ssl_dir / block.dirname / "best.pt"
-    device = resolve_device(args.device, Dist())
-    model = load_block_model(block, checkpoint, device)
-    fields = load_block_fields(block, data)
-    dd = DeviceData(fields, block.lengths(fields), block.sequence_fields, device)
-    emb = embed_positions(block, model, dd, np.arange(len(data.ids)), args.batch_size)
-    out = Path(args.to) if args.to else data.ssl_dir / block.dirname / "embeddings.npz"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    save_embeddings(out, data.ids, emb)
-    print(f"exported block {block.number} from {checkpoint}: {emb.shape} -> {out}")
+    device = resolve_device(args.device)
+    for block in blocks:
+        checkpoint = Path(args.checkpoint) if args.checkpoint else data.ssl_dir / block.dirname / "best.pt"
+        model = load_block_model(block, checkpoint, device)
+        fields = load_block_fields(block, data, inference=True)
+        dd = DeviceData(fields, block.lengths(fields), block.sequence_fields, device)
+        emb = embed_positions(block, model, dd, np.arange(len(data.ids)), args.batch_size)
+        out = (Path(args.to) / block.dirname / "embeddings.npz" if args.to
+               else data.ssl_dir / block.dirname / "embeddings.npz")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        save_embeddings(out, data.ids, emb)
+        print(f"exported block {block.number} from {checkpoint}: {emb.shape} -> {out}")
+    return 0
 
 
 def _add_pipeline_commands(sub, prefix: str = ""):
@@ -270,22 +310,34 @@ def _add_pipeline_commands(sub, prefix: str = ""):
     p = sub.add_parser(prefix + "pretext-table", help="the 13 pretext tasks: val and test vs baselines (md + json)")
     p.add_argument("--data", default=None)
     p.add_argument("--out", default=None, help="SSL directory with the block outputs (default <data>/SSL)")
-    p.add_argument("--to", default=None, help="output folder (default: the repo's 'Supplemental Information')")
+    p.add_argument("--to", default=None, metavar="DIR", help="output folder (default: the SSL directory)")
     p.add_argument("--command", default=None, help="the training command to record as provenance")
     p.set_defaults(func=cmd_pretext_table)
-    p = sub.add_parser(prefix + "export", help="re-export one block's embeddings from a checkpoint (CPU is fine)")
-    p.add_argument("--block", type=int, required=True, choices=range(1, 7))
-    p.add_argument("--data", default=None)
-    p.add_argument("--out", default=None, help="SSL directory (default <data>/SSL)")
-    p.add_argument("--split-seed", type=int, default=42)
-    p.add_argument("--checkpoint", default=None, help="default <ssl dir>/block<N>_<name>/best.pt")
-    p.add_argument("--to", default=None, help="output .npz (default <ssl dir>/block<N>_<name>/embeddings.npz)")
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--batch-size", type=int, default=2048)
+    p = sub.add_parser(prefix + "export", help="re-export block embeddings from checkpoints, or the random-init "
+                                                "control (--init random); CPU is fine")
+    p.add_argument("--block", type=int, nargs="+", default=None, choices=range(1, 7), metavar="N",
+                   help="blocks to export (default: all six)")
+    p.add_argument("--data", default=None, metavar="DIR", help="data root (default $CRYS_REP_DATA or Data)")
+    p.add_argument("--out", default=None, metavar="DIR", help="SSL directory (default <data>/SSL)")
+    p.add_argument("--split-seed", type=int, default=None, help="seed of the stored SSL split (default: the stored one)")
+    p.add_argument("--init", choices=("trained", "random"), default="trained",
+                   help="trained: from each block's checkpoint; random: the encoder's initial weights for --seed, "
+                        "no SSL training (the control; input statistics fitted on SSL-train as in a real run)")
+    p.add_argument("--seed", type=int, default=42, help="with --init random: the initialisation seed (default 42)")
+    p.add_argument("--checkpoint", default=None, metavar="FILE",
+                   help="with one --block: this checkpoint (default <ssl dir>/block<N>_<name>/best.pt)")
+    p.add_argument("--to", default=None, metavar="DIR",
+                   help="write <DIR>/block<N>_<name>/embeddings.npz (default: the SSL directory's block folders; "
+                        "--init random: <ssl dir>/random_init_seed<seed>)")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda[:N] (default auto)")
+    p.add_argument("--batch-size", type=int, default=2048, help="materials per export batch")
     p.set_defaults(func=cmd_export)
 
 
 def main(argv=None):
+    from ..logs import configure
+
+    configure()
     p = argparse.ArgumentParser(prog="python -m ftcp.ssl", description="Self-supervised FTCP block encoders")
     sub = p.add_subparsers(dest="command", required=True)
     _add_commands(sub)

@@ -28,7 +28,9 @@ from pathlib import Path
 import numpy as np
 
 from .. import layout as L
+from ..io_utils import atomic_write_json, atomic_write_text, read_id_list, resolve_data_root, utc_now
 from ..normalize import RowMinMaxScaler
+from ..splits import find_split_dirs, split_dir
 
 SPLIT_FILE = "ssl_split.json"
 NORMALIZER_FILE = "normalizer.json"
@@ -36,19 +38,13 @@ PACK_FILE = "ssl_regions.npz"
 PACK_MANIFEST = "ssl_pack.json"
 SPLIT_FRACTIONS = (0.8, 0.1, 0.1)
 SPLIT_PARTS = ("train", "val", "test")
-#: Downstream split names -> folder of their ID lists (native layout, see the data contracts).
-DOWNSTREAM_SPLIT_DIRS = {
-    "random_10": "Splitted_Data/Split_10Test_90Train",
-    "random_20": "Splitted_Data/Split_20Test_80Train",
-    "random_30": "Splitted_Data/Split_30Test_70Train",
-    "random_40": "Splitted_Data/Split_40Test_60Train",
-    "group": "Group_Splitting",
-}
-
-
-def data_root(root=None) -> Path:
-    """``root``, else ``$CRYS_REP_DATA``, else ``Data``."""
-    return Path(root if root is not None else os.environ.get("CRYS_REP_DATA", "Data"))
+#: The two SSL protocols.  transductive: the SSL trains on every material (upstream's setting,
+#: so the downstream test crystals' inputs are seen, never their labels); inductive: the test
+#: materials of every downstream split of the data root are left out of the SSL split, so one
+#: SSL run serves every scenario without having seen any scenario's test crystals (the random
+#: splits are nested: random_10 test < random_20 test < ... < random_40 test).
+PROTOCOLS = ("transductive", "inductive")
+data_root = resolve_data_root
 
 
 def ids_digest(ids) -> str:
@@ -211,34 +207,52 @@ def write_pack(source: Source, out_dir, regions, ssl_dirs=()) -> Path:
     if (Path(source.root) / "labels.csv").exists():     # small; lets probes run on the pack too
         shutil.copyfile(Path(source.root) / "labels.csv", out_dir / "labels.csv")
     digest = hashlib.sha256((out_dir / PACK_FILE).read_bytes()).hexdigest()
-    (out_dir / PACK_MANIFEST).write_text(json.dumps({
-        "kind": "ssl_region_pack", "layout": L.LAYOUT_VERSION, "source": str(source.root),
+    atomic_write_json(out_dir / PACK_MANIFEST, {
+        "kind": "ssl_region_pack", "layout": L.LAYOUT_VERSION, "source": Path(source.root).name,
         "n_materials": len(source.ids), "ids_digest": ids_digest(source.ids), "regions": list(regions),
-        "ssl_files": copied, "sha256": {PACK_FILE: digest}}, indent=2))
+        "ssl_files": copied, "sha256": {PACK_FILE: digest}, "created_utc": utc_now()})
     return out_dir
 
 
 # ------------------------------------------------------------------------------------------
 # SSL split
-def read_id_list(path) -> list[str]:
-    return [line.strip() for line in Path(path).read_text().splitlines() if line.strip()]
-
-
 def downstream_test_ids(root, split_name: str) -> tuple[list[str], str]:
     """Test IDs of a downstream split (``random_10`` ... ``group``) of a native data root."""
-    if split_name not in DOWNSTREAM_SPLIT_DIRS:
-        raise KeyError(f"unknown downstream split {split_name!r}; known: {sorted(DOWNSTREAM_SPLIT_DIRS)}")
-    path = data_root(root) / DOWNSTREAM_SPLIT_DIRS[split_name] / "test_ids.txt"
+    path = split_dir(data_root(root), split_name) / "test_ids.txt"
     if not path.exists():
-        raise FileNotFoundError(f"{path} not found: build the downstream splits first, or pass --exclude-ids FILE")
-    return read_id_list(path), str(path)
+        raise FileNotFoundError(f"{path} not found: build the downstream splits first (`ftcp split`), "
+                                f"or pass --exclude-ids FILE")
+    return read_id_list(path).tolist(), f"test IDs of {split_name}"
+
+
+def protocol_exclusion(root, protocol: str) -> tuple[list[str], str]:
+    """(IDs to leave out of the SSL split, where they come from) for ``protocol``.
+
+    inductive: the union of the test IDs of every downstream split under ``root`` (random_* and
+    group); an error when the root has no splits.
+    """
+    if protocol == "transductive":
+        return [], "none (transductive: the SSL sees every material)"
+    if protocol != "inductive":
+        raise ValueError(f"unknown SSL protocol {protocol!r}; choose from {PROTOCOLS}")
+    found = find_split_dirs(data_root(root), lambda d: (d / "test_ids.txt").is_file())
+    if not found:
+        raise FileNotFoundError(f"no downstream splits under {data_root(root)}: run `ftcp split` before an "
+                                f"inductive SSL split")
+    ids: set[str] = set()
+    for folder in found.values():
+        ids.update(read_id_list(folder / "test_ids.txt").tolist())
+    return sorted(ids), "inductive: test IDs of " + ", ".join(found)
 
 
 def make_ssl_split(ids, seed: int = 42, exclude=(), exclude_source: str | None = None,
                    fractions=SPLIT_FRACTIONS) -> dict:
-    """Seeded random train/val/test split by material ID (lists kept in store order)."""
+    """Seeded random train/val/test split by material ID (lists kept in store order).
+
+    ``exclude``: IDs kept out of all three parts (recorded with ``exclude_source``).
+    """
     ids = _check_ids(ids, "make_ssl_split")
-    exclude = set(map(str, exclude))
+    exclude = set(map(str, exclude or ()))
     unknown = exclude - set(ids)
     eligible = np.array([i for i in ids if i not in exclude])
     if len(eligible) < 3:
@@ -250,14 +264,36 @@ def make_ssl_split(ids, seed: int = 42, exclude=(), exclude_source: str | None =
     part_of = np.zeros(len(eligible), dtype=np.int8)        # 0 train, 1 val, 2 test
     part_of[perm[:n_val]] = 1
     part_of[perm[n_val:n_val + n_test]] = 2
-    split = {"kind": "ssl_split", "seed": int(seed), "fractions": list(fractions),
+    if not exclude:
+        protocol = "transductive"
+    elif exclude_source and exclude_source.startswith("inductive"):
+        protocol = "inductive"
+    else:
+        protocol = "custom exclusion"
+    split = {"kind": "ssl_split", "seed": int(seed), "fractions": list(fractions), "protocol": protocol,
              "ids_digest": ids_digest(ids), "n_materials": int(len(ids)),
              "excluded_source": exclude_source, "excluded": [i for i in ids if i in exclude],
              "excluded_not_in_store": len(unknown)}
     for k, part in enumerate(SPLIT_PARTS):
         split[part] = eligible[part_of == k].tolist()
     split["sizes"] = {p: len(split[p]) for p in SPLIT_PARTS + ("excluded",)}
+    split["excluded_digest"] = ids_digest(sorted(split["excluded"]))
     return split
+
+
+def split_summary(split: dict) -> dict:
+    """What a result must say about the SSL split it came from (no ID lists)."""
+    seen = [m for p in SPLIT_PARTS for m in split.get(p, [])]
+    excluded = split.get("excluded", [])
+    return {"protocol": split.get("protocol") or ("transductive" if not excluded else "custom exclusion"),
+            "seed": split.get("seed"), "sizes": split.get("sizes"), "store_ids_digest": split.get("ids_digest"),
+            "ssl_ids_digest": ids_digest(sorted(seen)), "excluded_digest": ids_digest(sorted(excluded)),
+            "excluded_source": split.get("excluded_source")}
+
+
+def ssl_seen_ids(split: dict) -> set[str]:
+    """Every material whose FTCP the SSL saw (its train, val and test parts)."""
+    return {m for p in SPLIT_PARTS for m in split.get(p, [])}
 
 
 def split_indices(split: dict, ids: np.ndarray) -> dict[str, np.ndarray]:
@@ -272,23 +308,26 @@ def split_indices(split: dict, ids: np.ndarray) -> dict[str, np.ndarray]:
     return out
 
 
-def load_or_make_split(ssl_dir, ids, seed: int = 42, exclude=(), exclude_source=None,
+def load_or_make_split(ssl_dir, ids, seed: int | None = None, exclude=None, exclude_source=None,
                        search_dirs=(), create: bool = True) -> dict:
     """The SSL split of ``ssl_dir`` (or a ``search_dirs`` copy); made and saved when absent.
 
-    A split that belongs to another store, seed or exclusion is refused with an explanation
-    rather than silently reused.
+    The stored split is the authority: training, export, assembly and the tables use it as it
+    is, exclusion included, with no flag repeated.  ``exclude`` (a list, possibly empty) is a
+    *request*: a stored split with another store, seed or exclusion is then refused with an
+    explanation rather than silently reused.  ``exclude=None`` requests nothing (a new split is
+    then transductive).  ``seed=None`` likewise takes the stored split's seed (42 for a new one).
     """
     ssl_dir = Path(ssl_dir)
     for d in (ssl_dir, *map(Path, search_dirs)):
         path = d / SPLIT_FILE
         if path.exists():
             split = json.loads(path.read_text())
-            want = make_ssl_split(ids, seed, exclude, exclude_source) if (exclude or split.get("excluded")) else None
+            want = make_ssl_split(ids, seed or 42, exclude, exclude_source) if exclude is not None else None
             problems = []
             if split.get("ids_digest") != ids_digest(ids):
                 problems.append("it was made for another store (material ID list differs)")
-            if split.get("seed") != seed:
+            if seed is not None and split.get("seed") != seed:
                 problems.append(f"its seed is {split.get('seed')}, not {seed}")
             if want is not None and set(split.get("excluded", [])) != set(want["excluded"]):
                 problems.append(f"its excluded IDs ({len(split.get('excluded', []))}) differ from the requested "
@@ -299,9 +338,9 @@ def load_or_make_split(ssl_dir, ids, seed: int = 42, exclude=(), exclude_source=
             return split
     if not create:
         raise FileNotFoundError(f"no {SPLIT_FILE} in {ssl_dir}")
-    split = make_ssl_split(ids, seed, exclude, exclude_source)
+    split = make_ssl_split(ids, 42 if seed is None else seed, exclude, exclude_source)
     ssl_dir.mkdir(parents=True, exist_ok=True)
-    _atomic_write_text(ssl_dir / SPLIT_FILE, json.dumps(split))
+    atomic_write_text(ssl_dir / SPLIT_FILE, json.dumps(split))
     return split
 
 
@@ -328,7 +367,7 @@ def load_or_fit_normalizer(ssl_dir, source: Source, split: dict, train_index: np
     scaler.save(path)
     data = json.loads(path.read_text())
     data["fitted_on"] = {"part": "ssl train", "n": int(len(train_index)), "train_ids_digest": split_key}
-    _atomic_write_text(path, json.dumps(data))
+    atomic_write_text(path, json.dumps(data))
     return scaler
 
 
@@ -337,12 +376,6 @@ def normalise_region(scaler: RowMinMaxScaler, name: str, raw: np.ndarray) -> np.
     if isinstance(rows, int):
         return scaler.transform(raw[..., None, :], rows=slice(rows, rows + 1))[..., 0, :]
     return scaler.transform(raw, rows=rows)
-
-
-def _atomic_write_text(path: Path, text: str):
-    tmp = Path(str(path) + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 # ------------------------------------------------------------------------------------------
@@ -369,7 +402,7 @@ class SSLData:
         return dirs
 
 
-def prepare(root=None, ssl_dir=None, split_seed: int = 42, exclude=(), exclude_source=None,
+def prepare(root=None, ssl_dir=None, split_seed: int | None = None, exclude=None, exclude_source=None,
             create: bool = True) -> SSLData:
     """Open the data root; load (or make) the SSL split and normaliser."""
     root = data_root(root)

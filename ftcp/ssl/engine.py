@@ -2,17 +2,20 @@
 
 What a run does (``run_block``):
 
-1. Opens the data root, loads (or makes) the SSL split and the normaliser; reads the block's
-   FTCP regions once (memory-mapped store -> numpy -> one tensor per field on the device when
-   it fits, else in host memory).
+1. Opens the data root and its prepared SSL split and normaliser (the stored split is the
+   authority: its exclusion, if any, is the run's); reads the block's FTCP regions once
+   (memory-mapped store -> numpy -> one tensor per field on the device when it fits, else in
+   host memory).
 2. Fits the block's input statistics and every task's baseline (and regression target
    scaling) on SSL-train, with the fixed evaluation masks.
-3. Trains with AdamW + warm-up/cosine schedule (per step) + gradient clipping, bf16 autocast
-   on CUDA, batches as index slices of the device tensors, masks and views drawn on the device
-   from a generator re-seeded every epoch from (seed, epoch, rank).  Losses are accumulated
-   on the device and read once per epoch.
+3. Trains with fused AdamW + warm-up/cosine schedule (per step) + gradient clipping, bf16
+   autocast on CUDA, batches as index slices of the device tensors, masks and views drawn on
+   the device from a generator re-seeded every epoch from (seed, epoch, rank).  A step never
+   waits for the device (``ftcp.ssl.steps``): non-finite steps are skipped on the device and
+   the epoch's losses are read once per epoch; on one GPU the step is replayed from CUDA graphs.
 4. After every epoch: validation loss (fixed masks), early stopping, ``best.pt`` (a real copy,
-   written on improvement) and ``last.pt`` (everything needed to resume).
+   written on improvement) and ``last.pt`` (everything needed to resume); optionally a label
+   probe of the embeddings on SSL-train crystals (``ftcp.ssl.probe``; never used for training).
 5. Evaluates every task on validation and test from ``best.pt`` next to its trivial baseline
    -> ``metrics.json``.
 6. Exports embeddings of ALL materials of the store from the clean input (eval mode, fp32,
@@ -26,10 +29,10 @@ rank 0 writes files and logs.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import platform
-import random
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -38,8 +41,13 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from ..runtime import derived_seed, resolve_device, seed_everything, synchronize
 from . import data as D
+from .batches import DeviceData, eval_batches, load_block_fields, train_batches
 from .block import SSLBlock
+from .steps import TrainStep, make_optimizer, set_lr
+
+log = logging.getLogger(__name__)
 
 CHECKPOINT_VERSION = 1
 EVAL_SEED = 20240611
@@ -50,6 +58,8 @@ _RESUME_KEYS = ("epochs", "batch_size", "lr", "weight_decay", "grad_clip", "warm
 
 @dataclass
 class TrainConfig:
+    """Every setting of one block run (the command-line flags of ``ssl-train`` mirror these)."""
+
     epochs: int
     batch_size: int                  # per process
     lr: float
@@ -58,7 +68,7 @@ class TrainConfig:
     grad_clip: float = 1.0
     warmup_epochs: float = 0.0
     seed: int = 42
-    split_seed: int = 42
+    split_seed: int | None = None     # None: the stored SSL split's seed (42 for a new split)
     device: str = "auto"             # auto | cpu | cuda | cuda:N
     amp: str = "auto"                # auto (bf16 on CUDA, off on CPU) | bf16 | off
     max_samples: int | None = None   # cap SSL-train (val/test get 1/8 of it); export still covers all
@@ -66,6 +76,9 @@ class TrainConfig:
     export_batch_size: int = 2048
     bucket: bool = True              # batches of similar lengths for blocks with sequence fields
     compile: bool = False
+    cuda_graphs: bool = True         # replay the training step from CUDA graphs (one GPU, no compile)
+    probe_every: int = 0             # epochs between label probes on SSL-train crystals (0: off)
+    probe_size: int = 4000           # SSL-train crystals in the probe (fit 3/4, score 1/4)
     threads: int | None = None
     progress: bool = True
     resume: bool = True
@@ -85,7 +98,7 @@ class TrainConfig:
 
 
 # ------------------------------------------------------------------------------------------
-# distributed / device helpers
+# distributed helpers
 @dataclass
 class Dist:
     world: int = 1
@@ -122,140 +135,17 @@ def setup_distributed(device_kind: str) -> Dist:
     return Dist(world, rank, local, owns)
 
 
-def resolve_device(name: str, ddp: Dist) -> torch.device:
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise RuntimeError("--device cuda was asked for but torch sees no CUDA device")
-        return torch.device(f"cuda:{ddp.local_rank}" if name == "cuda" else name)
-    if name != "cpu":
-        raise ValueError(f"--device must be auto, cpu or cuda[:N], got {name!r}")
-    return torch.device("cpu")
-
-
-def seed_everything(seed: int):
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)   # also seeds every CUDA device
-
-
-def derived_seed(*parts: int) -> int:
-    return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(1, dtype=np.uint64)[0] % (2**63 - 1))
-
-
-def _sync(device):
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+def device_kind(name: str) -> str:
+    return "cuda" if (name.startswith("cuda") or (name == "auto" and torch.cuda.is_available())) else "cpu"
 
 
 # ------------------------------------------------------------------------------------------
-# data on the device
-def load_block_fields(block: SSLBlock, data: D.SSLData, inference: bool = False) -> dict[str, np.ndarray]:
-    """The block's fields for every material (store order), numpy, after ``prepare_fields``.
-
-    ``inference``: for embedding crystals outside the training store (``block.inference_fields``
-    instead of ``block.extra_fields``: no cached pretext targets are needed).
-    """
-    raw_cache: dict[str, np.ndarray] = {}
-    fields = {}
-    for f in block.fields:
-        if f.region not in raw_cache:
-            raw_cache[f.region] = data.source.region(f.region)
-        raw = raw_cache[f.region]
-        fields[f.name] = D.normalise_region(data.scaler, f.region, raw) if f.normalised else raw
-    fields.update(block.inference_fields(data) if inference else block.extra_fields(data))
-    fields = block.prepare_fields(fields)
-    n = len(data.ids)
-    for k, v in fields.items():
-        if len(v) != n:
-            raise ValueError(f"block {block.number}: field {k!r} has {len(v)} rows for {n} materials")
-    return fields
-
-
-class DeviceData:
-    """Block fields as tensors (on the compute device when they fit) + batch gathering."""
-
-    def __init__(self, fields: dict[str, np.ndarray], lengths, sequence_fields, device: torch.device):
-        nbytes = sum(v.nbytes for v in fields.values())
-        store = device
-        if device.type == "cuda":
-            free, _ = torch.cuda.mem_get_info(device)
-            if nbytes > 0.5 * free:
-                store = torch.device("cpu")
-        self.device, self.store = device, store
-        self.nbytes = nbytes
-        self.tensors = {k: torch.from_numpy(np.ascontiguousarray(v)).to(store) for k, v in fields.items()}
-        self.lengths = None if lengths is None else np.asarray(lengths, dtype=np.int64)
-        self.sequence_fields = tuple(sequence_fields)
-        self.full_length = max((self.tensors[k].shape[1] for k in self.sequence_fields), default=0)
-
-    def batch_length(self, positions: np.ndarray) -> int | None:
-        if self.lengths is None or not self.sequence_fields:
-            return None
-        longest = int(self.lengths[positions].max()) if len(positions) else 1
-        return min(self.full_length, max(8, -(-longest // 8) * 8))
-
-    def gather(self, index: torch.Tensor, length: int | None) -> dict[str, torch.Tensor]:
-        out = {}
-        idx = index.to(self.store)
-        for k, v in self.tensors.items():
-            if length is not None and k in self.sequence_fields:
-                v = v[:, :length]
-            out[k] = v.index_select(0, idx).to(self.device, non_blocking=True)
-        return out
-
-    def subset(self, positions: np.ndarray) -> dict[str, torch.Tensor]:
-        return self.gather(torch.as_tensor(positions), None)
-
-
-def eval_batches(positions: np.ndarray, batch_size: int, data: DeviceData):
-    """Fixed-order batches (length-sorted, stably, for sequence blocks): [(positions, length)]."""
-    order = positions
-    if data.lengths is not None:
-        order = positions[np.argsort(data.lengths[positions], kind="stable")]
-    return [(order[s:s + batch_size], data.batch_length(order[s:s + batch_size]))
-            for s in range(0, len(order), batch_size)]
-
-
-def _reset_poisoned_norm_stats(model: torch.nn.Module) -> None:
-    """After a skipped step: batch-norm running statistics that the non-finite forward pass
-    updated are reset (they re-accumulate within a few steps) rather than kept as NaN."""
-    for m in model.modules():
-        if isinstance(m, torch.nn.modules.batchnorm._NormBase) and m.track_running_stats:
-            if not (torch.isfinite(m.running_mean).all() and torch.isfinite(m.running_var).all()):
-                m.reset_running_stats()
-
-
-def train_batches(positions: np.ndarray, per_rank: int, ddp: Dist, epoch_rng: np.random.Generator,
-                  data: DeviceData, bucket: bool):
-    """One epoch of global batches (drop_last); returns this rank's [(positions, length)]."""
-    glob = per_rank * ddp.world
-    perm = positions[epoch_rng.permutation(len(positions))]
-    n_batches = len(perm) // glob
-    perm = perm[:n_batches * glob]
-    batches = [perm[i * glob:(i + 1) * glob] for i in range(n_batches)]
-    if bucket and data.lengths is not None and n_batches > 1:
-        # sort inside chunks of 50 batches by length, then shuffle the batch order
-        chunk = 50 * glob
-        sorted_perm = np.concatenate([
-            perm[s:s + chunk][np.argsort(data.lengths[perm[s:s + chunk]], kind="stable")]
-            for s in range(0, len(perm), chunk)])
-        batches = [sorted_perm[i * glob:(i + 1) * glob] for i in range(n_batches)]
-        batches = [batches[i] for i in epoch_rng.permutation(n_batches)]
-    mine = [b[ddp.rank * per_rank:(ddp.rank + 1) * per_rank] for b in batches]
-    # the length is that of the whole global batch so every rank runs the same shapes
-    return [(m, data.batch_length(b)) for m, b in zip(mine, batches)]
-
-
-# ------------------------------------------------------------------------------------------
-def lr_lambda_factory(total_steps: int, warmup_steps: int):
-    def factor(step: int) -> float:
-        if warmup_steps and step < warmup_steps:
-            return (step + 1) / warmup_steps
-        progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
-        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
-    return factor
+def lr_factor(step: int, total_steps: int, warmup_steps: int) -> float:
+    """Linear warm-up, then cosine decay to 0 at ``total_steps``."""
+    if warmup_steps and step < warmup_steps:
+        return (step + 1) / warmup_steps
+    progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+    return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
 
 
 def _unwrap(model):
@@ -293,14 +183,11 @@ def _state_to_cpu(state: dict) -> dict:
 class Trainer:
     """Holds one block run; ``run_block`` is the usual entry point."""
 
-    def __init__(self, block: SSLBlock, cfg: TrainConfig, root=None, ssl_dir=None, exclude=(), exclude_source=None,
-                 log=print):
+    def __init__(self, block: SSLBlock, cfg: TrainConfig, root=None, ssl_dir=None, exclude=None, exclude_source=None):
         self.block, self.cfg = block, cfg
-        self.log_fn = log
         self.t0 = time.perf_counter()
-        kind = "cuda" if (cfg.device.startswith("cuda") or (cfg.device == "auto" and torch.cuda.is_available())) else "cpu"
-        self.ddp = setup_distributed(kind)
-        self.device = resolve_device(cfg.device, self.ddp)
+        self.ddp = setup_distributed(device_kind(cfg.device))
+        self.device = resolve_device(cfg.device, self.ddp.local_rank)
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
         if self.device.type == "cuda":
@@ -318,6 +205,7 @@ class Trainer:
         self.ddp.barrier()
         if not self.ddp.main:
             self.data = D.prepare(root, ssl_dir, cfg.split_seed, exclude, exclude_source, create=False)
+        cfg.split_seed = int(self.data.split["seed"])      # the stored split decides
         self.out_dir = ssl_dir / block.dirname
         if self.ddp.main:
             self.out_dir.mkdir(parents=True, exist_ok=True)
@@ -333,16 +221,21 @@ class Trainer:
         block.configure(self.model_cfg)
         block.stats = block.fit_stats(self.dd.subset(self.parts["train"]))
         torch.manual_seed(cfg.seed)
-        self.model = block.build_model(self.model_cfg).to(self.device)
+        self.model = block.create_model(self.model_cfg).to(self.device)
         self.tasks = block.tasks
         self.gen = torch.Generator(device=self.device)
         self._fit_baselines()
         self.timing["baseline_seconds"] = time.perf_counter() - t
+        self.probe = None
+        if cfg.probe_every:
+            from .probe import LabelProbe
+
+            self.probe = LabelProbe.for_run(self.data, self.parts["train"], cfg.probe_size, cfg.split_seed)
 
     # ----------------------------------------------------------------------------------
-    def log(self, msg: str):
-        if self.ddp.main and self.log_fn:
-            self.log_fn(msg)
+    def log(self, msg: str, *args):
+        if self.ddp.main:
+            log.info(msg, *args)
 
     def _parts(self) -> dict[str, np.ndarray]:
         parts = {p: self.data.index[p] for p in D.SPLIT_PARTS}
@@ -355,15 +248,20 @@ class Trainer:
             raise ValueError(f"too few materials for SSL training: {[(p, len(v)) for p, v in parts.items()]}")
         return parts
 
+    def _fixed_view_batches(self, positions):
+        """(batch, inputs, targets) with the fixed evaluation masks (this rank's share)."""
+        for b, (pos, length) in enumerate(eval_batches(positions, self.cfg.eval_batch_size, self.dd)):
+            if b % self.ddp.world != self.ddp.rank:
+                continue
+            self.gen.manual_seed(EVAL_SEED + b)
+            batch = self.dd.gather(torch.as_tensor(pos), length)
+            inputs, targets = self.block.views(batch, self.gen, train=False)
+            yield pos, inputs, targets
+
     def _fit_baselines(self):
         states = [t.fit_init(self.device) for t in self.tasks]
         with torch.no_grad():
-            for b, (pos, length) in enumerate(eval_batches(self.parts["train"], self.cfg.eval_batch_size, self.dd)):
-                if b % self.ddp.world != self.ddp.rank:
-                    continue
-                self.gen.manual_seed(EVAL_SEED + b)
-                batch = self.dd.gather(torch.as_tensor(pos), length)
-                _, targets = self.block.make_views(batch, self.gen, train=False)
+            for _, _, targets in self._fixed_view_batches(self.parts["train"]):
                 for task, st in zip(self.tasks, states):
                     task.fit_update(st, targets[task.name])
         for task, st in zip(self.tasks, states):
@@ -379,6 +277,9 @@ class Trainer:
         return json.loads(json.dumps(fp, default=_json_default))
 
     def config_record(self) -> dict:
+        device_name = (torch.cuda.get_device_name(self.device) if self.device.type == "cuda"
+                       else platform.processor() or platform.machine())
+        split = self.data.split
         return {"block": {"number": self.block.number, "name": self.block.name,
                           "embed_dim": self.model_cfg["embed_dim"],
                           "fields": [asdict(f) for f in self.block.fields],
@@ -386,16 +287,14 @@ class Trainer:
                                      "metric": t.metric, "higher_is_better": t.higher_is_better} for t in self.tasks]},
                 "model": self.model_cfg, "train": asdict(self.cfg),
                 "global_batch_size": self._per_rank_batch() * self.ddp.world,
-                "world_size": self.ddp.world, "device": str(self.device),
-                "device_name": torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else platform.processor() or platform.machine(),
+                "world_size": self.ddp.world, "device": str(self.device), "device_name": device_name,
                 "amp_bf16": self.amp, "torch": torch.__version__, "threads": torch.get_num_threads(),
-                "data_root": str(self.data.root), "source": self.data.source.kind, "ssl_dir": str(self.data.ssl_dir),
+                "source": self.data.source.kind,
                 "n_materials": int(len(self.data.ids)), "parts": {p: int(len(v)) for p, v in self.parts.items()},
-                "split": {"seed": self.data.split["seed"], "sizes": self.data.split["sizes"],
-                          "excluded_source": self.data.split.get("excluded_source")},
+                "split": D.split_summary(split),
                 "field_bytes": int(self.dd.nbytes), "fields_on": str(self.dd.store),
                 "block_stats": {k: v.detach().cpu().tolist() for k, v in self.block.stats.items()},
-                "created": time.strftime("%Y-%m-%d %H:%M:%S")}
+                "created_utc": D.utc_now()}
 
     def _per_rank_batch(self) -> int:
         return max(1, min(self.cfg.batch_size, len(self.parts["train"]) // self.ddp.world))
@@ -414,12 +313,7 @@ class Trainer:
         count = torch.zeros((), dtype=torch.float64, device=self.device)
         states = [t.eval_init(self.device) for t in self.tasks] if metrics else None
         with torch.no_grad(), torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
-            for b, (pos, length) in enumerate(eval_batches(positions, self.cfg.eval_batch_size, self.dd)):
-                if b % self.ddp.world != self.ddp.rank:
-                    continue
-                self.gen.manual_seed(EVAL_SEED + b)
-                batch = self.dd.gather(torch.as_tensor(pos), length)
-                inputs, targets = self.block.make_views(batch, self.gen, train=False)
+            for pos, inputs, targets in self._fixed_view_batches(positions):
                 preds = model(inputs)
                 for k, task in enumerate(self.tasks):
                     loss_sum[k] += task.loss(preds[task.name], targets[task.name], gather=False).double() * len(pos)
@@ -436,142 +330,177 @@ class Trainer:
                 out[task.name] = task.eval_finish(st)
         return out
 
+    def _run_probe(self, epoch: int) -> dict | None:
+        if self.probe is None or not self.ddp.main:
+            return None
+        result = self.probe.run(self.block, _unwrap(self.model), self.dd, self.cfg.export_batch_size)
+        result["epoch"] = epoch
+        self.log("block %d probe after epoch %d: %s", self.block.number, epoch, self.probe.summary(result))
+        return result
+
     # ----------------------------------------------------------------------------------
-    def train(self) -> dict:
-        cfg, block = self.cfg, self.block
-        per_rank = self._per_rank_batch()
-        steps_per_epoch = len(self.parts["train"]) // (per_rank * self.ddp.world)
-        total_steps = max(1, steps_per_epoch * cfg.epochs)
-        fused = self.device.type == "cuda"
-        opt = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay,
-                                **({"fused": True} if fused else {}))
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda_factory(total_steps, int(cfg.warmup_epochs * steps_per_epoch)))
-        last_path, best_path = self.out_dir / "last.pt", self.out_dir / "best.pt"
-        state = {"epoch": 0, "best_val": math.inf, "best_epoch": -1, "bad_epochs": 0, "history": [], "finished": False}
+    def _optimizer(self, graphs: bool):
+        opt = make_optimizer(self.model, self.cfg.lr, self.cfg.weight_decay, self.device, capturable=graphs)
+        return opt
+
+    def _resume(self, opt, graphs: bool) -> dict:
+        """The run state: fresh, or restored from ``last.pt`` (refused if its settings differ)."""
+        last_path = self.out_dir / "last.pt"
+        state = {"epoch": 0, "step": 0, "best_val": math.inf, "best_epoch": -1, "bad_epochs": 0, "history": [],
+                 "probes": [], "finished": False}
         fp = self.fingerprint()
-        if last_path.exists() and cfg.resume:
+        if last_path.exists() and self.cfg.resume:
             ck = torch.load(last_path, map_location=self.device, weights_only=True)
             if ck.get("fingerprint") != fp:
-                diff = sorted(k for k in set(fp) | set(ck.get("fingerprint", {}))
-                              if fp.get(k) != ck.get("fingerprint", {}).get(k))
+                saved = ck.get("fingerprint", {})
+                diff = sorted(k for k in set(fp) | set(saved) if fp.get(k) != saved.get(k))
                 raise ValueError(f"{last_path} belongs to a run with other settings ({', '.join(diff)}); "
                                  f"pass --restart to start over, or use another --out")
             self.model.load_state_dict(ck["model"])
             opt.load_state_dict(ck["optimizer"])
-            sched.load_state_dict(ck["scheduler"])
+            for group in opt.param_groups:    # a fresh device tensor: what the step's set_lr fills
+                group["lr"] = torch.tensor(float(group["lr"]), device=self.device)
+                group["capturable"] = graphs
             # task baselines / target scales are refitted in __init__: deterministic from the data and masks
-            state = {k: ck[k] for k in state}
-            self.log(f"resumed {block.dirname} from {last_path} after epoch {state['epoch']}"
-                     + (" (finished)" if state["finished"] else ""))
+            state.update({k: ck[k] for k in state if k in ck})
+            if "step" not in ck:                      # a checkpoint from the LambdaLR era
+                state["step"] = int(ck.get("scheduler", {}).get("last_epoch", 0))
+            self.log("resumed %s from %s after epoch %d%s", self.block.dirname, last_path, state["epoch"],
+                     " (finished)" if state["finished"] else "")
         elif self.ddp.main:
             _write_json(self.out_dir / "config.json", self.config_record())
-            for p in (best_path, self.out_dir / "metrics.json", self.out_dir / "embeddings.npz"):
+            for p in (self.out_dir / "best.pt", self.out_dir / "metrics.json", self.out_dir / "embeddings.npz"):
                 p.unlink(missing_ok=True)
+        return state
 
+    def _wrap(self, graphs: bool):
         model = self.model
         if self.ddp.world > 1:
             model = torch.nn.parallel.DistributedDataParallel(
                 model, device_ids=[self.device.index] if self.device.type == "cuda" else None,
-                find_unused_parameters=block.ddp_find_unused_parameters)
-        if cfg.compile:
+                find_unused_parameters=self.block.ddp_find_unused_parameters)
+        if self.cfg.compile:
             import torch._dynamo as dynamo
+
             dynamo.config.cache_size_limit = max(64, dynamo.config.cache_size_limit)
             model = torch.compile(model)
+        return model
 
+    def _train_epoch(self, epoch: int, model, step: TrainStep, state: dict, per_rank: int, show: bool):
+        """One epoch of steps; returns (batches, train seconds)."""
         from tqdm.auto import tqdm
+
+        cfg = self.cfg
+        torch.manual_seed(derived_seed(cfg.seed, epoch, self.ddp.rank, 1))      # dropout etc.
+        self.gen.manual_seed(derived_seed(cfg.seed, epoch, self.ddp.rank, 2))   # masks and views
+        rng = np.random.default_rng(derived_seed(cfg.seed, epoch, 3))           # same on every rank
+        batches = train_batches(self.parts["train"], per_rank, self.ddp.world, self.ddp.rank, rng, self.dd, cfg.bucket)
+        order = torch.from_numpy(np.concatenate([p for p, _ in batches])).to(self.dd.store)
+        model.train()
+        step.new_epoch()
+        synchronize(self.device)
+        t_epoch = time.perf_counter()
+        offset = 0
+        for pos, length in tqdm(batches, desc=f"epoch {epoch + 1}", leave=False, disable=not show,
+                                dynamic_ncols=True, mininterval=1.0):
+            batch = self.dd.gather(order[offset:offset + len(pos)], length)
+            offset += len(pos)
+            inputs, targets = self.block.views(batch, self.gen, train=True)
+            set_lr(step.opt, cfg.lr * lr_factor(state["step"], self.total_steps, self.warmup_steps))
+            step(inputs, targets)
+            state["step"] += 1
+        synchronize(self.device)
+        return batches, time.perf_counter() - t_epoch
+
+    def _epoch_record(self, epoch, batches, train_seconds, step: TrainStep, per_rank: int) -> dict:
+        """Read the epoch's device sums once, validate, and make the history record."""
+        self.ddp.all_reduce_([step.sums])                 # every rank skips the same steps (grads are reduced)
+        sums, skipped, flags = step.read(len(batches))
+        taken = len(batches) - skipped
+        skipped_ids = []
+        if flags.any():
+            first = int(np.flatnonzero(flags)[0])
+            skipped_ids = [str(m) for m in self.data.ids[batches[first][0]]]
+            self.log("block %d epoch %d: skipped %d of %d steps with a non-finite gradient (first batch: %s...)",
+                     self.block.number, epoch + 1, skipped, len(batches), ", ".join(skipped_ids[:8]))
+        if taken < 0.95 * len(batches):
+            raise FloatingPointError(f"block {self.block.number}: {skipped} of {len(batches)} steps at epoch "
+                                     f"{epoch + 1} had a non-finite gradient; try a lower --lr or --amp off")
+        train_loss = [v / max(1, taken * self.ddp.world) for v in sums]
+        t_eval = time.perf_counter()
+        val = self._evaluate(_unwrap(self.model), self.parts["val"], metrics=False)["loss"]
+        eval_seconds = time.perf_counter() - t_eval
+        total = sum(t.weight * v for t, v in zip(self.tasks, train_loss))
+        if not math.isfinite(total) or not math.isfinite(val["total"]):
+            raise FloatingPointError(f"block {self.block.number}: loss is not finite at epoch {epoch + 1} "
+                                     f"(train {total}, val {val['total']}); try a lower --lr")
+        samples = len(batches) * per_rank * self.ddp.world
+        return {"epoch": epoch + 1, "train_loss": {**{t.name: v for t, v in zip(self.tasks, train_loss)}, "total": total},
+                "val_loss": val, "train_seconds": train_seconds, "eval_seconds": eval_seconds,
+                "steps": len(batches), "skipped_steps": skipped, "skipped_batch_ids": skipped_ids,
+                "samples": samples, "samples_per_s": samples / max(train_seconds, 1e-9)}
+
+    def _save(self, model, opt, state: dict, improved: bool, epoch: int, val_total: float):
+        if not self.ddp.main:
+            return
+        if improved:
+            _atomic_save(self._checkpoint(model, {"epoch": epoch + 1, "val_loss": val_total}), self.out_dir / "best.pt")
+        _atomic_save(self._checkpoint(model, {
+            "optimizer": opt.state_dict(), "fingerprint": self.fingerprint(),
+            "rng": {"scheme": "re-seeded every epoch from (seed, epoch, rank)", "seed": self.cfg.seed},
+            **state}), self.out_dir / "last.pt")
+
+    def train(self) -> dict:
+        from tqdm.auto import tqdm
+
+        cfg, block = self.cfg, self.block
+        per_rank = self._per_rank_batch()
+        steps_per_epoch = len(self.parts["train"]) // (per_rank * self.ddp.world)
+        self.total_steps = max(1, steps_per_epoch * cfg.epochs)
+        self.warmup_steps = int(cfg.warmup_epochs * steps_per_epoch)
+        graphs = (cfg.cuda_graphs and self.device.type == "cuda" and self.ddp.world == 1 and not cfg.compile)
+        opt = self._optimizer(graphs)
+        state = self._resume(opt, graphs)
+        model = self._wrap(graphs)
+        step = TrainStep(model, self.tasks, opt, cfg.grad_clip, self.amp, self.device, steps_per_epoch, graphs)
+        if self.probe is not None and state["epoch"] == 0 and not state["probes"]:
+            state["probes"].append(self._run_probe(0))           # the random-init control, same run
         show = cfg.progress and self.ddp.main
-        weights = torch.tensor([t.weight for t in self.tasks], device=self.device)
         epochs_this_run = 0
         bar = tqdm(total=cfg.epochs, initial=state["epoch"], desc=f"block {block.number} {block.name}",
                    unit="epoch", disable=not show, dynamic_ncols=True)
         while not state["finished"] and state["epoch"] < cfg.epochs:
             epoch = state["epoch"]
-            torch.manual_seed(derived_seed(cfg.seed, epoch, self.ddp.rank, 1))      # dropout etc.
-            self.gen.manual_seed(derived_seed(cfg.seed, epoch, self.ddp.rank, 2))   # masks and views
-            rng = np.random.default_rng(derived_seed(cfg.seed, epoch, 3))           # same on every rank
-            batches = train_batches(self.parts["train"], per_rank, self.ddp, rng, self.dd, cfg.bucket)
-            order = torch.from_numpy(np.concatenate([p for p, _ in batches])).to(self.dd.store)
-            model.train()
-            sums = torch.zeros(len(self.tasks), device=self.device)
-            skipped, skipped_ids = 0, []
-            _sync(self.device)
-            t_epoch = time.perf_counter()
-            offset = 0
-            for pos, length in tqdm(batches, desc=f"epoch {epoch + 1}", leave=False, disable=not show,
-                                    dynamic_ncols=True, mininterval=1.0):
-                batch = self.dd.gather(order[offset:offset + len(pos)], length)
-                offset += len(pos)
-                inputs, targets = block.make_views(batch, self.gen, train=True)
-                with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
-                    preds = model(inputs)
-                losses = torch.stack([t.loss(preds[t.name], targets[t.name], gather=True) for t in self.tasks])
-                loss = (losses * weights).sum()
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip or math.inf)
-                # A non-finite step (one degenerate batch, a bf16 overflow) is skipped, as AMP's grad
-                # scaler does, instead of poisoning every weight; DDP grads are all-reduced, so every
-                # rank takes the same decision.  One host sync per step.
-                if torch.isfinite(norm):
-                    opt.step()
-                    sums += losses.detach()
-                else:
-                    skipped += 1
-                    _reset_poisoned_norm_stats(model)
-                    if not skipped_ids:
-                        skipped_ids = [str(m) for m in self.data.ids[pos]]
-                sched.step()
-            _sync(self.device)
-            train_seconds = time.perf_counter() - t_epoch
-            self.ddp.all_reduce_([sums])
-            taken = len(batches) - skipped
-            if skipped:
-                self.log(f"block {block.number} epoch {epoch + 1}: skipped {skipped} of {len(batches)} steps with "
-                         f"a non-finite gradient (first batch: {', '.join(skipped_ids[:8])}...)")
-            if taken < 0.95 * len(batches):
-                raise FloatingPointError(f"block {block.number}: {skipped} of {len(batches)} steps at epoch "
-                                         f"{epoch + 1} had a non-finite gradient; try a lower --lr or --amp off")
-            train_loss = (sums / max(1, taken * self.ddp.world)).tolist()
-            t_eval = time.perf_counter()
-            val = self._evaluate(_unwrap(model), self.parts["val"], metrics=False)["loss"]
-            eval_seconds = time.perf_counter() - t_eval
-            total = sum(t.weight * v for t, v in zip(self.tasks, train_loss))
-            if not math.isfinite(total) or not math.isfinite(val["total"]):
-                raise FloatingPointError(f"block {block.number}: loss is not finite at epoch {epoch + 1} "
-                                         f"(train {total}, val {val['total']}); try a lower --lr")
-            record = {"epoch": epoch + 1, "lr": sched.get_last_lr()[0],
-                      "train_loss": {**{t.name: v for t, v in zip(self.tasks, train_loss)}, "total": total},
-                      "val_loss": val, "train_seconds": train_seconds, "eval_seconds": eval_seconds,
-                      "steps": len(batches), "skipped_steps": skipped, "skipped_batch_ids": skipped_ids,
-                      "samples": len(batches) * per_rank * self.ddp.world,
-                      "samples_per_s": len(batches) * per_rank * self.ddp.world / max(train_seconds, 1e-9)}
+            batches, train_seconds = self._train_epoch(epoch, model, step, state, per_rank, show)
+            record = self._epoch_record(epoch, batches, train_seconds, step, per_rank)
+            record["lr"] = cfg.lr * lr_factor(state["step"] - 1, self.total_steps, self.warmup_steps)
+            record["step_engine"] = step.stats()
             state["history"].append(record)
             state["epoch"] = epoch + 1
-            improved = val["total"] < state["best_val"] - cfg.min_delta
+            val_total = record["val_loss"]["total"]
+            improved = val_total < state["best_val"] - cfg.min_delta
             if improved:
-                state.update(best_val=val["total"], best_epoch=epoch + 1, bad_epochs=0)
+                state.update(best_val=val_total, best_epoch=epoch + 1, bad_epochs=0)
             else:
                 state["bad_epochs"] += 1
             if state["bad_epochs"] >= cfg.patience or state["epoch"] >= cfg.epochs:
                 state["finished"] = True
-            if self.ddp.main:
-                if improved:
-                    _atomic_save(self._checkpoint(model, {"epoch": epoch + 1, "val_loss": val["total"]}), best_path)
-                _atomic_save(self._checkpoint(model, {
-                    "optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "fingerprint": fp,
-                    "rng": {"scheme": "re-seeded every epoch from (seed, epoch, rank)", "seed": cfg.seed},
-                    **state}), last_path)
+            if self.probe is not None and (state["epoch"] % cfg.probe_every == 0 or state["finished"]):
+                state["probes"].append(self._run_probe(state["epoch"]))
+            self._save(model, opt, state, improved, epoch, val_total)
             self.ddp.barrier()
             bar.update(1)
-            bar.set_postfix(train=f"{total:.4f}", val=f"{val['total']:.4f}", best=state["best_epoch"])
-            self.log(f"block {block.number} epoch {epoch + 1}/{cfg.epochs}: train {total:.4f} val {val['total']:.4f} "
-                     f"({train_seconds:.1f}s train, {record['samples_per_s']:.0f} samples/s, {eval_seconds:.1f}s val)"
-                     + ("  *best*" if improved else ""))
+            bar.set_postfix(train=f"{record['train_loss']['total']:.4f}", val=f"{val_total:.4f}",
+                            best=state["best_epoch"])
+            self.log("block %d epoch %d/%d: train %.4f val %.4f (%.1fs train, %.0f samples/s, %.1fs val)%s",
+                     block.number, epoch + 1, cfg.epochs, record["train_loss"]["total"], val_total, train_seconds,
+                     record["samples_per_s"], record["eval_seconds"], "  *best*" if improved else "")
             epochs_this_run += 1
             if cfg.stop_after_epochs and epochs_this_run >= cfg.stop_after_epochs and not state["finished"]:
                 break
         bar.close()
         self.state = state
+        self.step_stats = step.stats()
         return state
 
     # ----------------------------------------------------------------------------------
@@ -595,13 +524,14 @@ class Trainer:
         self.timing["final_eval_seconds"] = time.perf_counter() - t
         return result
 
-    def export(self) -> Path:
+    def export(self, path: Path | None = None) -> Path:
+        """Embeddings of every material from the clean input with the current weights."""
         from .export import embed_positions, save_embeddings
 
         t = time.perf_counter()
         positions = np.arange(len(self.data.ids))
         emb = embed_positions(self.block, self.model, self.dd, positions, self.cfg.export_batch_size)
-        path = save_embeddings(self.out_dir / "embeddings.npz", self.data.ids, emb)
+        path = save_embeddings(path or self.out_dir / "embeddings.npz", self.data.ids, emb)
         self.timing["export_seconds"] = time.perf_counter() - t
         return path
 
@@ -610,14 +540,15 @@ class Trainer:
             dist.destroy_process_group()
 
 
-def run_block(block: SSLBlock, cfg: TrainConfig, root=None, ssl_dir=None, exclude=(), exclude_source=None,
-              log=print) -> dict:
+def run_block(block: SSLBlock, cfg: TrainConfig, root=None, ssl_dir=None, exclude=None, exclude_source=None) -> dict:
     """Train, evaluate (val + test, best checkpoint, vs baselines) and export one block.
 
-    Returns the metrics dict (also written to ``metrics.json``); ``{"status": "interrupted"}``
-    when ``cfg.stop_after_epochs`` stopped the run early (resume by running again).
+    ``exclude``: IDs to leave out of a *new* SSL split (None: use the stored split, or make a
+    transductive one).  Returns the metrics dict (also written to ``metrics.json``);
+    ``{"status": "interrupted"}`` when ``cfg.stop_after_epochs`` stopped the run early (resume
+    by running again).
     """
-    trainer = Trainer(block, cfg, root, ssl_dir, exclude, exclude_source, log)
+    trainer = Trainer(block, cfg, root, ssl_dir, exclude, exclude_source)
     try:
         state = trainer.train()
         if not state["finished"]:
@@ -630,11 +561,14 @@ def run_block(block: SSLBlock, cfg: TrainConfig, root=None, ssl_dir=None, exclud
         train_s = sum(h["train_seconds"] for h in hist)
         samples = sum(h["samples"] for h in hist)
         metrics["history"] = hist
+        metrics["probes"] = [p for p in state.get("probes", []) if p]
+        metrics["split"] = D.split_summary(trainer.data.split)
         metrics["timing"] = {**trainer.timing,
                              "train_seconds": train_s, "eval_seconds": sum(h["eval_seconds"] for h in hist),
                              "mean_epoch_train_seconds": train_s / max(1, len(hist)),
                              "samples_per_s": samples / max(train_s, 1e-9),
                              "total_seconds": time.perf_counter() - trainer.t0,
+                             "step_engine": trainer.step_stats,
                              "note": "history covers every epoch of this run directory (resumed runs included); "
                                      "total_seconds is this invocation only"}
         metrics["status"] = "finished"
@@ -642,5 +576,21 @@ def run_block(block: SSLBlock, cfg: TrainConfig, root=None, ssl_dir=None, exclud
         if trainer.ddp.main:
             _write_json(trainer.out_dir / "metrics.json", metrics)
         return metrics
+    finally:
+        trainer.close()
+
+
+def export_initial(block: SSLBlock, cfg: TrainConfig, root=None, ssl_dir=None, out_dir: Path | None = None) -> Path:
+    """The random-init control: the block's encoder with its *initial* weights (seed ``cfg.seed``,
+    no SSL training), input statistics fitted on SSL-train as in a real run, exported like a
+    trained block into ``out_dir/<block>/embeddings.npz`` with a ``config.json`` that says so."""
+    trainer = Trainer(block, cfg, root, ssl_dir)
+    try:
+        out = Path(out_dir) / block.dirname
+        out.mkdir(parents=True, exist_ok=True)
+        record = trainer.config_record()
+        record["init"] = "random (no SSL training)"
+        _write_json(out / "config.json", record)
+        return trainer.export(out / "embeddings.npz")
     finally:
         trainer.close()

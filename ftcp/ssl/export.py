@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .batches import eval_batches
 from .block import SSLBlock
 
 EMBEDDINGS_FILE = "embeddings.npz"
@@ -21,8 +22,6 @@ EMBEDDINGS_FILE = "embeddings.npz"
 @torch.no_grad()
 def embed_positions(block: SSLBlock, model: torch.nn.Module, dd, positions: np.ndarray, batch_size: int) -> np.ndarray:
     """Embeddings (len(positions), d) float32 of the materials at ``positions`` (store indices)."""
-    from .engine import eval_batches
-
     model.eval()
     out = None
     where = {int(p): i for i, p in enumerate(positions)}
@@ -71,7 +70,7 @@ def load_block_model(block: SSLBlock, checkpoint, device="cpu") -> torch.nn.Modu
     if ck.get("block") != block.number:
         raise ValueError(f"{checkpoint} is a block {ck.get('block')} checkpoint, not block {block.number}")
     block.configure(ck["model_config"])
-    model = block.build_model(ck["model_config"]).to(device)
+    model = block.create_model(ck["model_config"]).to(device)
     model.load_state_dict(ck["model"])
     block.stats = {k: v.to(device) for k, v in ck["block_stats"].items()}
     model.eval()

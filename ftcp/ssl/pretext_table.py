@@ -11,15 +11,15 @@ the paper's figure.  Provenance: data root, seeds, SSL split, hardware, dates, c
 """
 from __future__ import annotations
 
-import json
+import logging
 import math
-import platform
 import sys
-import time
 from pathlib import Path
 
 from .. import layout as L
-from ..io_utils import read_json_if_exists
+from ..io_utils import atomic_write_json, atomic_write_text, read_json_if_exists, utc_now
+
+log = logging.getLogger(__name__)
 
 #: DESIGN section 4: (task number, block, task name in that block's metrics.json)
 TASKS = (
@@ -75,18 +75,16 @@ def build_table(ssl_dir, command: str | None = None, data_root=None) -> dict:
             "epochs": train.get("epochs"), "batch_size": train.get("batch_size"), "lr": train.get("lr"),
             "seed": train.get("seed"), "split_seed": train.get("split_seed"), "max_samples": train.get("max_samples"),
             "device": cfg.get("device"), "device_name": cfg.get("device_name"), "world_size": cfg.get("world_size"),
-            "parts": cfg.get("parts"), "created": cfg.get("created"),
+            "parts": cfg.get("parts"), "created": cfg.get("created_utc") or cfg.get("created"),
             "train_seconds": (metrics.get("timing") or {}).get("train_seconds")}
     some_cfg = next((rec["config"] for rec in blocks.values() if rec["config"]), {}) or {}
-    root = data_root if data_root else some_cfg.get("data_root")
-    manifest = read_json_if_exists(Path(root) / "manifest.json") if root else None
+    manifest = read_json_if_exists(Path(data_root) / "manifest.json") if data_root else None
     return {
-        "kind": "pretext_task_table", "created": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "kind": "pretext_task_table", "created_utc": utc_now(),
         "synthetic": (manifest or {}).get("synthetic"),
-        "ssl_dir": str(ssl_dir), "data_root": str(root) if root else None,
+        "ssl_dir": ssl_dir.name, "data_root": Path(data_root).name if data_root else None,
         "split": some_cfg.get("split"), "n_materials": some_cfg.get("n_materials"),
-        "command": command or " ".join([Path(sys.executable).name, "-m", "ftcp.ssl"] + sys.argv[1:]),
-        "host": platform.node(), "tasks": rows,
+        "command": command or " ".join(["ftcp"] + sys.argv[1:]), "tasks": rows,
         "summary": {"tasks_run": len(done), "tasks_total": len(TASKS),
                     "test_ge_val": sum(r["test_ge_val"] for r in done),
                     "beat_baseline_test": sum(r["beats_baseline_test"] for r in done),
@@ -110,8 +108,9 @@ def to_markdown(table: dict) -> str:
     s = table["summary"]
     lines = ["# Pretext tasks: validation and test vs trivial baselines", "",
              f"Data: `{table['data_root']}` ({table['n_materials']} materials; SSL split seed "
-             f"{(table['split'] or {}).get('seed')}, sizes {(table['split'] or {}).get('sizes')}). "
-             f"Created {table['created']} by `{table['command']}`.", ""]
+             f"{(table['split'] or {}).get('seed')}, sizes {(table['split'] or {}).get('sizes')}, protocol "
+             f"{(table['split'] or {}).get('protocol', 'transductive')}). "
+             f"Created {table.get('created_utc')} by `{table['command']}`.", ""]
     if table.get("synthetic"):
         lines += ["> **SYNTHETIC DEMO DATA — not DFT, not Materials Project** (`ftcp.demo_data`): these pretext-task "
                   "numbers only show that training runs end to end.", ""]
@@ -146,15 +145,13 @@ def to_markdown(table: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_table(ssl_dir, out_dir, command: str | None = None, data_root=None, log=print) -> dict:
+def write_table(ssl_dir, out_dir, command: str | None = None, data_root=None) -> dict:
     table = build_table(ssl_dir, command, data_root)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / JSON_FILE).write_text(json.dumps(table, indent=2))
-    (out_dir / MD_FILE).write_text(to_markdown(table))
-    if log:
-        s = table["summary"]
-        log(f"pretext table: {s['test_ge_val']} of {s['tasks_run']} tasks have test >= val (paper: "
-            f"{s['paper_test_ge_val']} of 13); {s['beat_baseline_test']} beat their baseline on test -> "
-            f"{out_dir / MD_FILE}")
+    atomic_write_json(out_dir / JSON_FILE, table)
+    atomic_write_text(out_dir / MD_FILE, to_markdown(table))
+    s = table["summary"]
+    log.info("pretext table: %d of %d tasks have test >= val (paper: %d of 13); %d beat their baseline on test -> %s",
+             s["test_ge_val"], s["tasks_run"], s["paper_test_ge_val"], s["beat_baseline_test"], out_dir / MD_FILE)
     return table

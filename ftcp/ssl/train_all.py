@@ -17,13 +17,16 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 import time
 from pathlib import Path
 
 from .. import layout as L
-from ..io_utils import sha256_file
+from ..io_utils import atomic_write_json, sha256_file, utc_now
 from . import data as D
+
+log = logging.getLogger(__name__)
 
 RECORD_FILE = "train_all.json"
 #: ``--quick``: every block's upstream epoch count times this (at least 1)
@@ -48,6 +51,14 @@ def add_arguments(p: argparse.ArgumentParser):
     p.add_argument("--device", default="auto", help="auto | cpu | cuda[:N] (default auto: GPU when present)")
     p.add_argument("--preset", choices=("upstream", "fast"), default="upstream",
                    help="upstream: each block's upstream lr/batch/epochs; fast: larger batches for GPUs (see README)")
+    p.add_argument("--objective", choices=("upstream", "crossmodal"), default="upstream",
+                   help="upstream: the 13 pretext tasks (the published replication); crossmodal: plus every block "
+                        "predicting a summary of the whole crystal through a linear head (ftcp.ssl.crossmodal)")
+    p.add_argument("--crossmodal-weight", type=float, default=1.0, metavar="W",
+                   help="loss weight of the cross-modal task with --objective crossmodal (default 1)")
+    p.add_argument("--probe-every", type=int, default=0, metavar="N",
+                   help="label probe on SSL-train crystals before training and every N epochs (0: off)")
+    p.add_argument("--no-cuda-graphs", action="store_true", help="run every training step eagerly on CUDA")
     g = p.add_mutually_exclusive_group()
     g.add_argument("--epochs-scale", type=float, default=None, help="multiply every block's epoch count (min 1)")
     g.add_argument("--quick", action="store_true", help=f"short schedules: epochs x {QUICK_EPOCHS_SCALE} (min 1)")
@@ -64,7 +75,7 @@ def add_arguments(p: argparse.ArgumentParser):
     p.add_argument("--upstream-layout", action="store_true",
                    help="also write Split_*/{Train,Test}/*_Extracted_Features_*.npy for every split of the data root")
     p.add_argument("--table-dir", default=None,
-                   help="where pretext_tasks.{md,json} go (default: 'Supplemental Information' of the repo)")
+                   help="where pretext_tasks.{md,json} go (default: the SSL directory)")
     p.add_argument("--no-table", action="store_true")
     p.add_argument("--no-progress", action="store_true")
 
@@ -98,7 +109,8 @@ def block_config(block, args, sets: dict):
         epochs = max(1, int(round(block.defaults.epochs * scale))) if scale else block.defaults.epochs
     settings = {**preset, **train, "epochs": int(epochs), "seed": args.seed, "split_seed": args.split_seed,
                 "device": args.device, "amp": args.amp, "threads": args.threads, "progress": not args.no_progress,
-                "resume": not args.restart, "model": own}
+                "resume": not args.restart, "model": own, "probe_every": args.probe_every,
+                "cuda_graphs": not args.no_cuda_graphs}
     if args.max_samples is not None and "max_samples" not in train:
         settings["max_samples"] = args.max_samples
     return TrainConfig.for_block(block, **settings)
@@ -141,8 +153,12 @@ def block_is_done(block, cfg, ssl_dir: Path, root: Path, world: int) -> tuple[bo
     return True, "done"
 
 
-def ensure_prepared(root: Path, ssl_dir: Path, args, need_crystal_systems: bool, log=print):
-    """SSL split + normaliser (+ Block 2 crystal systems): made here when missing."""
+def ensure_prepared(root: Path, ssl_dir: Path, args, need_crystal_systems: bool) -> D.SSLData:
+    """SSL split + normaliser (+ Block 2 crystal systems, + cross-modal targets): made here when missing.
+
+    The stored split is the authority; ``--protocol`` / ``--exclude-*`` only matter for a new one
+    (or are refused when they contradict the stored one).
+    """
     from . import targets
     from .cli import exclusion
 
@@ -151,75 +167,108 @@ def ensure_prepared(root: Path, ssl_dir: Path, args, need_crystal_systems: bool,
     if need_crystal_systems:
         targets.ensure_crystal_systems(data.source, data.ssl_dir, data.search_dirs()[1:], workers=args.workers,
                                        progress=not args.no_progress)
-    return exclude, source
+    return data
 
 
-def run_all(args, log=print) -> dict:
+def run_record(args, data: D.SSLData, sets: dict, world: int, device_name: str) -> dict:
+    """What one train-all run was (``ssl_run.json``): protocol, split, preset, objective, seed, commit."""
+    from ..provenance import git_commit
+
+    return {"kind": "ssl_run", "protocol": D.split_summary(data.split)["protocol"],
+            "split": D.split_summary(data.split), "preset": args.preset, "objective": args.objective,
+            "crossmodal_weight": args.crossmodal_weight if args.objective == "crossmodal" else 0.0,
+            "seed": args.seed, "epochs_scale": QUICK_EPOCHS_SCALE if args.quick else args.epochs_scale,
+            "max_samples": args.max_samples, "sets": {str(k): v for k, v in sets.items()},
+            "blocks": list(args.blocks), "world_size": world, "device_name": device_name,
+            "git": git_commit(), "command": " ".join(["ftcp ssl-train-all"] + _argv_tail()), "created_utc": utc_now()}
+
+
+def _argv_tail() -> list[str]:
+    argv = sys.argv[1:]
+    return argv[argv.index("ssl-train-all") + 1:] if "ssl-train-all" in argv else argv
+
+
+def _train_one(block, cfg, root, ssl_dir, ddp) -> dict:
+    from .engine import run_block
+
+    t = time.perf_counter()
+    metrics = run_block(block, cfg, root=root, ssl_dir=ssl_dir)
+    timing = metrics.get("timing", {})
+    if metrics.get("status") != "finished":
+        raise RuntimeError(f"block {block.number} did not finish ({metrics.get('status')}); "
+                           f"run the command again to resume")
+    if ddp.main:
+        record = _record(block, cfg, ssl_dir, root, ddp.world)
+        record["embeddings_sha256"] = sha256_file(ssl_dir / block.dirname / "embeddings.npz")
+        atomic_write_json(ssl_dir / block.dirname / RECORD_FILE, record)
+    return {"status": metrics.get("status"), "seconds": time.perf_counter() - t,
+            "epochs_run": metrics.get("epochs_run"), "train_seconds": timing.get("train_seconds"),
+            "samples_per_s": timing.get("samples_per_s"), "export_seconds": timing.get("export_seconds"),
+            "step_engine": timing.get("step_engine")}
+
+
+def run_all(args) -> dict:
     import torch
 
-    from .assemble import assemble
-    from .cli import REPO_ROOT, load_block
-    from .engine import run_block, setup_distributed
+    from .assemble import RUN_FILE, assemble
+    from .cli import load_block
+    from .engine import device_kind, setup_distributed
     from .pretext_table import write_table
 
     t0 = time.perf_counter()
     root = D.data_root(args.data)
     ssl_dir = Path(args.out) if args.out else root / "SSL"
-    kind = "cuda" if args.device.startswith("cuda") or (args.device == "auto" and torch.cuda.is_available()) else "cpu"
+    kind = device_kind(args.device)
     ddp = setup_distributed(kind)          # one process group for all blocks (the engine reuses it)
-    say = log if ddp.main else None
     sets = _parse_sets(args.set)
+    if args.objective == "crossmodal":
+        for n in args.blocks:
+            sets.setdefault(n, {}).setdefault("crossmodal_weight", args.crossmodal_weight)
     try:
         if ddp.main:
-            exclude, source = ensure_prepared(root, ssl_dir, args, 2 in args.blocks, log)
+            data = ensure_prepared(root, ssl_dir, args, 2 in args.blocks)
+            if args.objective == "crossmodal":
+                from .crossmodal import ensure_descriptors
+
+                ensure_descriptors(data.source, data.ssl_dir, data.search_dirs()[1:])
         ddp.barrier()
         if not ddp.main:
-            from .cli import exclusion
-            exclude, source = exclusion(args)
-        summary = {"blocks": {}, "data": str(root), "ssl_dir": str(ssl_dir), "world_size": ddp.world}
+            data = D.prepare(root, ssl_dir, args.split_seed, create=False)
+        args.split_seed = int(data.split["seed"])
+        device_name = torch.cuda.get_device_name() if kind == "cuda" else "cpu"
+        if ddp.main:
+            atomic_write_json(ssl_dir / RUN_FILE, run_record(args, data, sets, ddp.world, device_name))
+        summary = {"blocks": {}, "world_size": ddp.world}
         for n in args.blocks:
             block = load_block(n)
             cfg = block_config(block, args, sets)
             done, why = block_is_done(block, cfg, ssl_dir, root, ddp.world) if not args.restart else (False, "--restart")
             if done:
-                if say:
-                    say(f"block {n} ({block.name}): already trained with these settings, skipped")
+                if ddp.main:
+                    log.info("block %d (%s): already trained with these settings, skipped", n, block.name)
                 summary["blocks"][n] = {"status": "skipped (done)"}
                 continue
-            if say:
-                say(f"block {n} ({block.name}): training ({why}); epochs {cfg.epochs}, batch {cfg.batch_size}, lr {cfg.lr}")
-            t = time.perf_counter()
-            metrics = run_block(block, cfg, root=root, ssl_dir=ssl_dir, exclude=exclude, exclude_source=source, log=say)
-            timing = metrics.get("timing", {})
-            summary["blocks"][n] = {"status": metrics.get("status"), "seconds": time.perf_counter() - t,
-                                    "epochs_run": metrics.get("epochs_run"), "train_seconds": timing.get("train_seconds"),
-                                    "samples_per_s": timing.get("samples_per_s"),
-                                    "export_seconds": timing.get("export_seconds")}
-            if metrics.get("status") != "finished":
-                raise RuntimeError(f"block {n} did not finish ({metrics.get('status')}); run the command again to resume")
             if ddp.main:
-                record = _record(block, cfg, ssl_dir, root, ddp.world)
-                record["embeddings_sha256"] = sha256_file(ssl_dir / block.dirname / "embeddings.npz")
-                (ssl_dir / block.dirname / RECORD_FILE).write_text(json.dumps(record, indent=2))
+                log.info("block %d (%s): training (%s); epochs %d, batch %d, lr %g", n, block.name, why, cfg.epochs,
+                         cfg.batch_size, cfg.lr)
+            summary["blocks"][n] = _train_one(block, cfg, root, ssl_dir, ddp)
             ddp.barrier()
         if ddp.main:
-            command = " ".join([Path(sys.argv[0]).name] + sys.argv[1:])
             have_all = all((ssl_dir / b.dirname / "embeddings.npz").exists() for b in L.BLOCKS)
             if not args.no_assemble and have_all:
                 t = time.perf_counter()
-                assemble(ssl_dir, root=root, upstream_layout=args.upstream_layout, log=log)
+                assemble(ssl_dir, root=root, upstream_layout=args.upstream_layout)
                 summary["assemble_seconds"] = time.perf_counter() - t
             if not args.no_table:
-                table_dir = Path(args.table_dir) if args.table_dir else REPO_ROOT / "Supplemental Information"
-                summary["table"] = write_table(ssl_dir, table_dir, command=command, data_root=root, log=log)["summary"]
+                table_dir = Path(args.table_dir) if args.table_dir else ssl_dir
+                command = " ".join(["ftcp ssl-train-all"] + _argv_tail())
+                summary["table"] = write_table(ssl_dir, table_dir, command=command, data_root=root)["summary"]
             summary["total_seconds"] = time.perf_counter() - t0
-            summary.update(date=time.strftime("%Y-%m-%d %H:%M:%S"), command=command,
-                           device=torch.cuda.get_device_name() if kind == "cuda" else "cpu",
-                           threads=torch.get_num_threads())
-            (ssl_dir / "train_all_summary.json").write_text(json.dumps(summary, indent=2, default=str))
-            log(f"train-all finished in {summary['total_seconds']:.1f} s: "
-                + ", ".join(f"B{n} {v.get('seconds', 0):.0f}s" for n, v in summary["blocks"].items())
-                + (f", assembly {summary['assemble_seconds']:.1f}s" if "assemble_seconds" in summary else ""))
+            summary.update(created_utc=utc_now(), device=device_name, threads=torch.get_num_threads())
+            atomic_write_json(ssl_dir / "train_all_summary.json", json.loads(json.dumps(summary, default=str)))
+            log.info("train-all finished in %.1f s: %s", summary["total_seconds"],
+                     ", ".join(f"B{n} {v.get('seconds', 0):.0f}s" for n, v in summary["blocks"].items())
+                     + (f", assembly {summary['assemble_seconds']:.1f}s" if "assemble_seconds" in summary else ""))
         ddp.barrier()
         return summary
     finally:
@@ -229,11 +278,12 @@ def run_all(args, log=print) -> dict:
                 dist.destroy_process_group()
 
 
-def main(argv=None):
+def main(argv=None) -> int:
     p = argparse.ArgumentParser(description="Train the six SSL blocks (resuming finished ones), assemble the 2,048-d "
                                             "features and write the pretext-task table.")
     add_arguments(p)
-    return run_all(p.parse_args(argv))
+    run_all(p.parse_args(argv))
+    return 0
 
 
 if __name__ == "__main__":
