@@ -304,7 +304,7 @@ def _read_labels_csv(path: Path) -> pd.DataFrame:
 class NativeDataset(Dataset):
     layout = "native"
 
-    def __init__(self, root: Path):
+    def __init__(self, root: Path, ssl_dir=None):
         self.root = Path(root)
         manifest_path = self.root / "manifest.json"
         self.manifest = read_json(manifest_path) if manifest_path.exists() else None
@@ -320,7 +320,8 @@ class NativeDataset(Dataset):
         if len(self.ids) != len(self.ftcp_memmap):
             raise ValueError(f"{self.root}: {len(self.ids)} material IDs but {len(self.ftcp_memmap)} FTCP rows")
         self._split_dirs = find_split_dirs(self.root, lambda d: (d / "train_ids.txt").exists())
-        ssl_dir = self.root / "SSL"
+        ssl_dir = Path(ssl_dir) if ssl_dir is not None else self.root / "SSL"
+        self.ssl_dir = ssl_dir
         self._backend = _Backend(
             ftcp=_Stacked("ftcp.npy", [(lambda: self.ids, lambda: self.ftcp_memmap, str(self.root / "ftcp.npy"))],
                           row_shape=_FTCP_ROW_SHAPES),
@@ -367,6 +368,7 @@ class UpstreamDataset(Dataset):
 
     def __init__(self, root: Path):
         self.root = Path(root)
+        self.ssl_dir = self.root / "SSL"     # provenance only: its SSL rows are the Split_* files
         self._split_dirs = find_split_dirs(self.root, lambda d: (d / "Train" / "Train_FTCP_Data.npy").exists())
         if not self._split_dirs:
             raise FileNotFoundError(f"{root}: no upstream split folder with Train/Train_FTCP_Data.npy")
@@ -461,13 +463,20 @@ def detect_layout(root) -> str | None:
     return None
 
 
-def open_dataset(root=None) -> Dataset:
-    """Open the dataset at ``root`` (None -> ``$CRYS_REP_DATA`` or ``Data``), native or upstream."""
+def open_dataset(root=None, ssl_dir=None) -> Dataset:
+    """Open the dataset at ``root`` (None -> ``$CRYS_REP_DATA`` or ``Data``), native or upstream.
+
+    ``ssl_dir``: where a native store's SSL table (``ssl_features.npy`` + IDs) is read from
+    (default ``<root>/SSL``), e.g. one SSL run among several.
+    """
     root = resolve_data_root(root)
     kind = detect_layout(root)
     if kind == "native":
-        return NativeDataset(root)
+        return NativeDataset(root, ssl_dir)
     if kind == "upstream":
+        if ssl_dir is not None:
+            raise ValueError(f"{root} is an upstream-layout dataset: its SSL features are the Split_* files, "
+                             f"--ssl does not apply")
         return UpstreamDataset(root)
     raise FileNotFoundError(
         f"no FTCP dataset at {root}: expected ftcp.npy + material_ids.npy (build one with "

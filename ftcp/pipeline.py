@@ -581,7 +581,7 @@ def _scenario_stage(number: int) -> Stage:
         old = (((ctx.record(f"scenario{number}") or {}).get("previous") or {}).get("info") or {}).get("files", [])
         for f in old:                      # the previous run's results, superseded by this one
             Path(f).unlink(missing_ok=True)
-        before = {p: p.stat().st_mtime_ns for p in folder.glob("*.json")} if folder.is_dir() else {}
+        before = {p: p.stat().st_mtime_ns for p in folder.rglob("*.json")} if folder.is_dir() else {}
         info = {}
         if number == 3:
             fractions, why = _s3_fractions(ctx)
@@ -590,7 +590,7 @@ def _scenario_stage(number: int) -> Stage:
                 info["fractions_adjusted"] = why
                 ctx.log(f"    scenario 3: {why}")
         run_script(ctx, REPO_ROOT / SCENARIO_SCRIPTS[number], _scenario_argv(ctx, number), f"scenario{number}")
-        files = sorted(str(p) for p in folder.glob("*.json") if before.get(p) != p.stat().st_mtime_ns)
+        files = sorted(str(p) for p in folder.rglob("*.json") if before.get(p) != p.stat().st_mtime_ns)
         if not files:
             raise PipelineError(f"scenario {number} wrote no result under {folder}")
         info["files"] = files

@@ -81,7 +81,7 @@ def _common(store, tmp_path):
 
 
 def _json(tmp_path, scenario):
-    files = sorted((tmp_path / "Results" / f"scenario{scenario}").glob("*.json"))
+    files = sorted((tmp_path / "Results" / f"scenario{scenario}").rglob("*.json"))
     return {f.name: json.loads(f.read_text()) for f in files}
 
 
@@ -134,14 +134,15 @@ def test_scenario3_end_to_end(store, tmp_path):
     s3 = _load_script("Scenario3_Sample_Efficiency/run_scenario3.py")
     assert s3.main(_common(store, tmp_path) + ["--fractions", "10,20"]) == 0
     out = _json(tmp_path, 3)
-    se = out["formation_energy__sample_efficiency__quick.json"]
+    se = out["formation_energy__sample_efficiency__pool-train__mlp+hgb__quick.json"]
+    assert se["protocol"] == "unknown" and se["leak_check"]["n_test_seen_by_ssl"] is None   # a stand-in: no split
     assert se["n_all_materials"] == 260 and se["nested"]
     r = se["results"]["mlp/10"]
     assert r["n_labelled"] == 26 and len(r["runs"]) == 2
     assert r["fraction_of_pool_pct"] == pytest.approx(100 * 26 / se["n_pool"])
     for key in ("ssl_contribution", "delta_r2", "delta_mae", "in_sample.ssl_contribution"):
         assert "mean" in r["summary"][key]
-    gr = out["formation_energy__group_residual__quick.json"]
+    gr = out["formation_energy__group_residual__hgb__quick.json"]
     assert gr["results"]["hgb"]["runs"][0]["fold_kind"] == "group"
     report = (tmp_path / "report" / "RESULTS.md").read_text()
     assert "Scenario 3" in report and "sample efficiency" in report

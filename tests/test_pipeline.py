@@ -35,7 +35,7 @@ def test_demo_runs_end_to_end_inside_its_folder_and_says_synthetic(demo):
     assert np.load(out / "Data/SSL/ssl_features.npy").shape == (DEMO_N, 2048)
     assert len(list((out / "report").glob("Scenario*.png"))) >= 4
     for n in (1, 2, 3):
-        assert list((out / f"Results/scenario{n}").glob("*__quick.json")), n
+        assert list((out / f"Results/scenario{n}").rglob("*__quick.json")), n
     # synthetic, never DFT: the store manifest, every scenario JSON, the report and the pretext table say so
     assert json.loads((out / "Data/manifest.json").read_text())["synthetic"]["generator"] == "ftcp.demo_data"
     for f in (out / "Results").rglob("*.json"):
@@ -47,7 +47,7 @@ def test_demo_runs_end_to_end_inside_its_folder_and_says_synthetic(demo):
     assert "### ewald_energy_per_atom (eV/atom), random_10" in results and "### density (g/cm^3)" in results
     assert "DESIGN §7 anchors" not in results
     # Scenario 3: 1 % of 80 crystals is no sample; the scaled fractions are recorded and used
-    s3 = json.loads(next((out / "Results/scenario3").glob("*sample_efficiency*")).read_text())
+    s3 = json.loads(next((out / "Results/scenario3").rglob("*sample_efficiency*")).read_text())
     state = json.loads((out / P.STATE_FILE).read_text())
     info = state["stages"]["scenario3"]["info"]
     assert "scaled" in info["fractions_adjusted"] and min(s3["sizes"].values()) >= P.S3_MIN_ROWS

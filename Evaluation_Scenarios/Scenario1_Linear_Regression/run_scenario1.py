@@ -33,9 +33,9 @@ import numpy as np  # noqa: E402
 from ftcp.dataset import open_dataset  # noqa: E402
 from ftcp.evaluation import features as F  # noqa: E402
 from ftcp.evaluation.linear import DEFAULT_ALPHAS, array_chunks, evaluate_suite  # noqa: E402
-from ftcp.evaluation.metrics import regression_metrics, target_unit  # noqa: E402
+from ftcp.evaluation.metrics import bootstrap_ci, regression_metrics, target_unit  # noqa: E402
 from ftcp.evaluation.results import (add_common_arguments, apply_quick_caps, command_line,  # noqa: E402
-                                     provenance, regenerate_report, results_dir, write_result)
+                                     provenance, regenerate_report, results_dir, ssl_dir_of, write_result)
 from ftcp.evaluation.timing import combine, measure  # noqa: E402
 
 FEATURE_SETS = ("ftcp", "pca", "ssl", "magpie")
@@ -59,13 +59,21 @@ def parse_args(argv=None):
     p.add_argument("--chunk-size", type=int, default=4096, help="rows per streamed FTCP chunk")
     p.add_argument("--magpie-cache", default=None,
                    help="folder for the Magpie feature cache (default: <data root>/Features)")
+    p.add_argument("--n-boot", type=int, default=1000,
+                   help="bootstrap resamples of the test rows for the RMSE confidence intervals (default: %(default)s)")
     args = p.parse_args(argv)
     apply_quick_caps(args, {})
     return args
 
 
-def model_rows(suite: dict, feature_set: str, labels: dict, fit_phases: list[str], targets: list[str]) -> dict:
-    """{target: [row, ...]} from an evaluate_suite result; rows carry metrics and timing."""
+def _rmse(pair: np.ndarray) -> float:
+    return float(np.sqrt(np.mean((pair[:, 1] - pair[:, 0]) ** 2)))
+
+
+def model_rows(suite: dict, feature_set: str, labels: dict, fit_phases: list[str], targets: list[str],
+               y_test: np.ndarray, n_boot: int, seed: int) -> dict:
+    """{target: [row, ...]} from an evaluate_suite result; rows carry metrics, a percentile-bootstrap
+    interval of the test RMSE (test rows resampled) and timing."""
     out = {t: [] for t in targets}
     timing = suite["timing"]
     for name, m in suite["models"].items():
@@ -77,6 +85,8 @@ def model_rows(suite: dict, feature_set: str, labels: dict, fit_phases: list[str
                 "features": feature_set, "model": name, "label": labels.get(name, name),
                 "spec": spec, "alpha": spec[1] if isinstance(spec, list) and spec[0] == "ridge" else None,
                 "train": m["train"][j], "test": m["test"][j],
+                "test_rmse_ci": bootstrap_ci(np.stack([y_test[:, j], m["test_pred"][:, j]], 1), _rmse, n_boot,
+                                             seed=seed) if n_boot and np.isfinite(m["test_pred"][:, j]).all() else None,
                 "timing": {"preprocess_fit_s": fit_time["wall_s"], "preprocess_fit_cpu_s": fit_time["cpu_s"],
                            "phases": fit_time["phases"], "predict_s": timing["predict"]["wall_s"],
                            "peak_rss_mb": max(fit_time["peak_rss_mb"], timing["predict"]["peak_rss_mb"]),
@@ -117,13 +127,16 @@ def sklearn_crosscheck(x_train, y_train, x_test, ours: np.ndarray) -> dict:
             "max_abs_pred": float(np.max(np.abs(ours)))}
 
 
-def run_split(ds, split: str, targets: list[str], args, feature_sets: list[str], alphas, prov: dict) -> list[Path]:
+def run_split(ds, split: str, targets: list[str], args, feature_sets: list[str], alphas, prov: dict,
+              label: str) -> list[Path]:
     with measure(split) as run:
         rows, extra, info = evaluate_split(ds, split, targets, args, feature_sets, alphas)
     train, test = info["train"], info["test"]
+    leak = F.leak_check(ds.ssl_dir, test.ids) if "ssl" in feature_sets else None
     written = []
     for t in targets:
         payload = {
+            "ssl_run": label, "protocol": leak["protocol"] if leak else None, "leak_check": leak,
             "scenario": 1, "target": t, "unit": target_unit(t), "split": split,
             "split_info": {k: v for k, v in ds.split_info(split).items() if k in ("seed", "method", "n_train", "n_test")},
             "quick": bool(args.quick), "n_train": len(train), "n_test": len(test),
@@ -133,7 +146,7 @@ def run_split(ds, split: str, targets: list[str], args, feature_sets: list[str],
             **for_target(extra, targets.index(t)), "provenance": prov,
         }
         name = f"{t}__{split}" + ("__quick" if args.quick else "")
-        written.append(write_result(results_dir(args), 1, name, payload))
+        written.append(write_result(results_dir(args), 1, name, payload, run_label=label))
         best = min(rows[t], key=lambda r: r["test"]["rmse"] if np.isfinite(r["test"]["rmse"]) else np.inf)
         print(f"[{split}] {t}: best test RMSE {best['test']['rmse']:.4g} {target_unit(t)} "
               f"({best['features']} {best['label']}) -> {written[-1]}", flush=True)
@@ -185,7 +198,7 @@ def evaluate_split(ds, split: str, targets: list[str], args, feature_sets: list[
         extra["diagnostics"]["ftcp_ols"] = ols_failure_diagnostics(suite, y_te, targets)
         labels = {"ols": "OLS (min-norm, cond=eps)", "ridge_alpha1000": "Ridge (alpha 1000)", "ridgecv": "RidgeCV (LOO)",
                   "pca_ols": f"PCA-{k} + OLS"}
-        for t, rs in model_rows(suite, "ftcp", labels, fit_phases, targets).items():
+        for t, rs in model_rows(suite, "ftcp", labels, fit_phases, targets, y_te, args.n_boot, args.seed).items():
             for r in rs:
                 if r["model"] == "pca_ols":
                     r["features"] = f"ftcp_pca{k}"
@@ -200,7 +213,7 @@ def evaluate_split(ds, split: str, targets: list[str], args, feature_sets: list[
         extra["diagnostics"]["ssl_sklearn_crosscheck"] = sklearn_crosscheck(
             x_tr, y_tr, x_te, suite["models"]["ols"]["test_pred"])
         for t, rs in model_rows(suite, "ssl", {"ols": "OLS (min-norm, cond=eps)", "ridgecv": "RidgeCV (LOO)"},
-                                fit_phases, targets).items():
+                                fit_phases, targets, y_te, args.n_boot, args.seed).items():
             rows[t].extend(rs)
 
     if "magpie" in feature_sets:
@@ -215,7 +228,7 @@ def evaluate_split(ds, split: str, targets: list[str], args, feature_sets: list[
             n_test_failed=len(mte["failures"]), failures=(mtr["failures"] + mte["failures"])[:50],
             featurizer="matminer ElementProperty.from_preset('magpie') on pymatgen Composition(reduced formula)")
         for t, rs in model_rows(suite, "magpie", {"ols": "OLS (min-norm, cond=eps)", "ridgecv": "RidgeCV (LOO)"},
-                                fit_phases, targets).items():
+                                fit_phases, targets, yte_m, args.n_boot, args.seed).items():
             rows[t].extend(rs)
 
     ratio = {}
@@ -233,22 +246,23 @@ def evaluate_split(ds, split: str, targets: list[str], args, feature_sets: list[
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    ds = open_dataset(args.data)
-    targets = F.resolve_targets(ds, args.target)
-    splits = F.resolve_splits(ds, args.split)
     feature_sets = [f.strip() for f in args.features.split(",") if f.strip()]
     unknown = sorted(set(feature_sets) - set(FEATURE_SETS))
     if unknown:
-        raise SystemExit(f"unknown feature set(s) {unknown}; choose from {FEATURE_SETS}")
+        raise ValueError(f"unknown feature set(s) {unknown}; choose from {FEATURE_SETS}")
+    ds = open_dataset(args.data, ssl_dir_of(args) if "ssl" in feature_sets else None)
+    targets = F.resolve_targets(ds, args.target)
+    splits = F.resolve_splits(ds, args.split)
     alphas = DEFAULT_ALPHAS if args.alphas is None else tuple(float(a) for a in args.alphas.split(","))
-    extra = {"ssl": F.ssl_info(ds.root)} if "ssl" in feature_sets else {}
+    extra = {"ssl": F.ssl_info(ds.ssl_dir)} if "ssl" in feature_sets else {}
+    label = extra["ssl"]["label"] if extra else "baselines"
     if extra.get("ssl", {}).get("standin"):
         print("WARNING: the SSL table is a marked STAND-IN, not SSL embeddings", flush=True)
     prov = provenance(F.dataset_info(ds), args.seed, extra,
                       command=command_line(__file__, argv))
     with measure("scenario1") as total:
         for split in splits:
-            run_split(ds, split, targets, args, feature_sets, alphas, prov)
+            run_split(ds, split, targets, args, feature_sets, alphas, prov, label)
     print(f"scenario 1 done in {total['wall_s']:.1f} s, peak RSS {total['peak_rss_mb']:.0f} MB "
           f"(anonymous {total['peak_anon_mb']:.0f} MB)", flush=True)
     regenerate_report(args)

@@ -48,7 +48,7 @@ from ftcp.evaluation.mlp import (TrainConfig, column_standardiser, hybrid_mlp, i
                                  predict, restrict_inputs, train_regressor)
 from ftcp.runtime import resolve_device, seed_everything  # noqa: E402
 from ftcp.evaluation.results import (add_common_arguments, apply_quick_caps, command_line,  # noqa: E402
-                                     provenance, regenerate_report, results_dir, write_result)
+                                     provenance, regenerate_report, results_dir, ssl_dir_of, write_result)
 from ftcp.evaluation.timing import measure  # noqa: E402
 
 SETS = ("ftcp", "ssl", "hybrid")
@@ -271,13 +271,14 @@ def summarise(per_seed: list[dict]) -> dict:
 def main(argv=None) -> int:
     args = parse_args(argv)
     device = resolve_device(args.device)
-    ds = open_dataset(args.data)
+    ds = open_dataset(args.data, ssl_dir_of(args))
     if args.target not in ds.label_names:
-        raise SystemExit(f"target {args.target!r} not among {ds.label_names}")
+        raise KeyError(f"target {args.target!r} not among {ds.label_names}")
     sets = [s for s in args.sets.split(",") if s]
     rf_sets = [s for s in args.rf_sets.split(",") if s]
     models = [m for m in args.models.split(",") if m]
-    prov = provenance(F.dataset_info(ds), args.seed, {"ssl": F.ssl_info(ds.root), "device": str(device)},
+    ssl = F.ssl_info(ds.ssl_dir)
+    prov = provenance(F.dataset_info(ds), args.seed, {"ssl": ssl, "device": str(device)},
                       command=command_line(__file__, argv))
     if prov["ssl"]["standin"]:
         print("WARNING: the SSL table is a marked STAND-IN, not SSL embeddings", flush=True)
@@ -309,7 +310,9 @@ def main(argv=None) -> int:
                 if "shap" in rec["attribution"]:
                     print(f"seed {seed} SHAP SSL share {rec['attribution']['shap']['ssl_share']:.4f}", flush=True)
             per_seed.append(rec)
-    payload = {"scenario": 2, "target": args.target, "unit": target_unit(args.target), "split": args.split,
+    leak = F.leak_check(ds.ssl_dir, tab["test_ids"])
+    payload = {"scenario": 2, "ssl_run": ssl["label"], "protocol": leak["protocol"], "leak_check": leak,
+               "target": args.target, "unit": target_unit(args.target), "split": args.split,
                "quick": bool(args.quick), **tab["info"], "sets": sets, "models": models,
                "groups": {g: {k: int(len(v)) for k, v in gg.items()} for g, gg in groups.items()},
                "settings": {k: getattr(args, k) for k in ("seeds", "rf_trees", "rf_depth", "max_epochs", "patience",
@@ -318,8 +321,9 @@ def main(argv=None) -> int:
                "per_seed": per_seed, "summary": summarise(per_seed),
                "run": {"wall_s": total["wall_s"], "peak_rss_mb": total["peak_rss_mb"],
                                 "peak_anon_mb": total["peak_anon_mb"]}, "provenance": prov}
-    name = f"{args.target}__{args.split}" + ("__quick" if args.quick else "")
-    path = write_result(results_dir(args), 2, name, payload)
+    parts = "" if set(models) == {"mlp", "rf"} else "__" + "+".join(models)
+    name = f"{args.target}__{args.split}{parts}" + ("__quick" if args.quick else "")
+    path = write_result(results_dir(args), 2, name, payload, run_label=ssl["label"])
     print(f"scenario 2 done in {total['wall_s']:.0f} s, peak RSS {total['peak_rss_mb']:.0f} MB -> {path}", flush=True)
     regenerate_report(args)
     return 0

@@ -42,9 +42,10 @@ from ftcp.evaluation import features as F  # noqa: E402
 from ftcp.evaluation.metrics import t_interval, target_unit  # noqa: E402
 from ftcp.evaluation.mlp import TorchMLPRegressor, TrainConfig, regularized_mlp  # noqa: E402
 from ftcp.runtime import resolve_device  # noqa: E402
-from ftcp.evaluation.residual import SklearnRegressor, hist_gradient_boosting, residual_learning  # noqa: E402
+from ftcp.evaluation.residual import (SklearnRegressor, hist_gradient_boosting, residual_learning,  # noqa: E402
+                                      xgboost_regressor)
 from ftcp.evaluation.results import (add_common_arguments, apply_quick_caps, command_line,  # noqa: E402
-                                     provenance, regenerate_report, results_dir, write_result)
+                                     provenance, regenerate_report, results_dir, ssl_dir_of, write_result)
 from ftcp.evaluation.timing import measure  # noqa: E402
 
 QUICK = {"n_all_cap": 2000, "test": 300, "group_pool": 300}     # sizes used by --quick
@@ -65,7 +66,13 @@ def parse_args(argv=None):
                         "protocol (pool = the 10 %% side, test = the 90 %% side) (default: %(default)s)")
     p.add_argument("--fractions", default="1,5,10", help="labelled percent of ALL materials (default: %(default)s)")
     p.add_argument("--seeds", type=int, default=5)
-    p.add_argument("--bases", default="mlp,hgb", help="base/residual model pairs (default: %(default)s)")
+    p.add_argument("--bases", default="mlp,hgb",
+                   help="base/residual model pairs: mlp (upstream's RegularizedMLP), xgb (upstream's XGBoost, exact "
+                        "parameters), hgb (scikit-learn HistGradientBoosting stand-in) (default: %(default)s)")
+    p.add_argument("--test-within-excluded", metavar="SSL_DIR", default=None,
+                   help="keep only the test materials that this SSL run left out of its split (for an inductive "
+                        "comparison on the reversed pool, whose test side is the 90 %% side; use the same SSL_DIR "
+                        "for both protocols so they share one test set)")
     p.add_argument("--folds", type=int, default=5, help="K for out-of-fold residuals (default: %(default)s)")
     p.add_argument("--group-split", default="group")
     p.add_argument("--group-bases", default="hgb", help="model pairs for the group variant (default: %(default)s)")
@@ -90,8 +97,12 @@ def model_factories(kind: str, seed: int, args, device, ftcp_cols: np.ndarray, s
         k = args.hgb_iter_scale
         return (lambda: SklearnRegressor(lambda: hist_gradient_boosting(seed, "base", k)),
                 lambda: SklearnRegressor(lambda: hist_gradient_boosting(seed, "residual", k)))
+    if kind == "xgb":
+        k = args.hgb_iter_scale
+        return (lambda: SklearnRegressor(lambda: xgboost_regressor(seed, "base", k)),
+                lambda: SklearnRegressor(lambda: xgboost_regressor(seed, "residual", k)))
     if kind != "mlp":
-        raise SystemExit(f"unknown model kind {kind!r} (mlp, hgb)")
+        raise ValueError(f"unknown model kind {kind!r} (mlp, xgb, hgb)")
     common = dict(lr=1e-3, batch_size=0, max_epochs=args.max_epochs, patience=args.patience, monitor="mse",
                   plateau_factor=0.5, plateau_patience=5)
     base = lambda: TorchMLPRegressor(lambda d: regularized_mlp(d, (512, 256, 128), 0.5),
@@ -154,6 +165,18 @@ def sample_efficiency(ds, args, device, n_all: int) -> dict:
     other = "test" if args.pool == "train" else "train"
     pool_part, _, drop_pool = F.labelled(ds.part(args.split, args.pool), [args.target])
     test_part, _, drop_test = F.labelled(ds.part(args.split, other), [args.target])
+    restricted = None
+    if args.test_within_excluded:
+        from ftcp.io_utils import read_json
+
+        excluded = set(read_json(Path(args.test_within_excluded) / "ssl_split.json").get("excluded", []))
+        keep = np.array([m in excluded for m in test_part.ids])
+        restricted = {"ssl_dir": Path(args.test_within_excluded).name, "n_before": int(len(test_part)),
+                      "n_after": int(keep.sum())}
+        if not keep.any():
+            raise ValueError(f"none of the {len(test_part)} test materials is excluded by "
+                             f"{args.test_within_excluded}: is it an inductive SSL run?")
+        test_part = test_part.subset(test_part.ids[keep])
     if args.quick:
         n_all = min(n_all, QUICK["n_all_cap"])
         test_part = test_part.subset(F.subsample_ids(test_part.ids, QUICK["test"], args.seed + 1))
@@ -187,6 +210,7 @@ def sample_efficiency(ds, args, device, n_all: int) -> dict:
                                         "fraction_of_pool_pct": 100.0 * sizes[f] / len(pool_part),
                                         "runs": runs, "summary": summarise(runs)}
     return {"variant": "sample_efficiency", "split": args.split, "pool_side": args.pool,
+            "test_restricted_to_excluded": restricted, "test_ids": test_part.ids,
             "n_all_materials": n_all, "n_pool": len(pool_part), "n_test": len(test_part),
             "n_dropped_unlabelled": {"pool": drop_pool, "test": drop_test}, "sizes": sizes,
             "nested": True, "n_varying_ftcp": len(data["ftcp_cols"]), "n_varying_ssl": len(data["ssl_cols"]),
@@ -217,6 +241,7 @@ def group_residual(ds, args, device) -> dict:
                   f"{r['oof']['ssl_contribution']:+.4f} ({r['seconds']:.0f} s)", flush=True)
         results[kind] = {"model": kind, "runs": runs, "summary": summarise(runs)}
     return {"variant": "group_residual", "split": args.group_split, "n_pool": len(rows), "n_test": len(test_part),
+            "test_ids": test_part.ids,
             "n_dropped_unlabelled": {"pool": drop_pool, "test": drop_test},
             "n_varying_ftcp": len(data["ftcp_cols"]), "n_varying_ssl": len(data["ssl_cols"]),
             "folds": "GroupKFold over reduced formula (seeded group order); inner splits group-aware",
@@ -226,12 +251,13 @@ def group_residual(ds, args, device) -> dict:
 def main(argv=None) -> int:
     args = parse_args(argv)
     device = resolve_device(args.device)
-    ds = open_dataset(args.data)
+    ds = open_dataset(args.data, ssl_dir_of(args))
     if args.target not in ds.label_names:
-        raise SystemExit(f"target {args.target!r} not among {ds.label_names}")
-    prov = provenance(F.dataset_info(ds), args.seed, {"ssl": F.ssl_info(ds.root), "device": str(device)},
+        raise KeyError(f"target {args.target!r} not among {ds.label_names}")
+    ssl = F.ssl_info(ds.ssl_dir)
+    prov = provenance(F.dataset_info(ds), args.seed, {"ssl": ssl, "device": str(device)},
                       command=command_line(__file__, argv))
-    if prov["ssl"]["standin"]:
+    if ssl["standin"]:
         print("WARNING: the SSL table is a marked STAND-IN, not SSL embeddings", flush=True)
     settings = {k: getattr(args, k) for k in ("seeds", "group_seeds", "folds", "max_epochs", "patience", "bases",
                                                "group_bases", "fractions", "pool", "clip_z", "hgb_iter_scale")}
@@ -239,17 +265,21 @@ def main(argv=None) -> int:
                 "group": lambda: group_residual(ds, args, device)}
     for v in [v for v in args.variants.split(",") if v]:
         if v not in variants:
-            raise SystemExit(f"unknown variant {v!r} (sample, group)")
+            raise ValueError(f"unknown variant {v!r} (sample, group)")
         with measure(v) as total:
             out = variants[v]()
-        name = f"{args.target}__{out['variant']}" + ("__quick" if args.quick else "")
-        payload = {"scenario": 3, "target": args.target, "unit": target_unit(args.target), "quick": bool(args.quick),
+        leak = F.leak_check(ds.ssl_dir, out.pop("test_ids"))
+        tag = "" if out["variant"] != "sample_efficiency" else f"__pool-{args.pool}"
+        tag += "__" + "+".join(b for b in (args.bases if v == "sample" else args.group_bases).split(",") if b)
+        name = f"{args.target}__{out['variant']}{tag}" + ("__quick" if args.quick else "")
+        payload = {"scenario": 3, "ssl_run": ssl["label"], "protocol": leak["protocol"], "leak_check": leak,
+                   "target": args.target, "unit": target_unit(args.target), "quick": bool(args.quick),
                    **out, "settings": settings, "residual_protocol": f"{args.folds}-fold out-of-fold residuals",
                    "ci": "Student-t 95 % over seeds", "run": {"wall_s": total["wall_s"],
                                                               "peak_rss_mb": total["peak_rss_mb"],
                                                               "peak_anon_mb": total["peak_anon_mb"]},
                    "provenance": prov}
-        path = write_result(results_dir(args), 3, name, payload)
+        path = write_result(results_dir(args), 3, name, payload, run_label=ssl["label"])
         print(f"scenario 3 {v} done in {total['wall_s']:.0f} s, peak RSS {total['peak_rss_mb']:.0f} MB -> {path}",
               flush=True)
     regenerate_report(args)

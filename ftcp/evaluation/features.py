@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import layout as L
-from ..io_utils import atomic_write_json, sha256_file
+from ..io_utils import atomic_write_json, read_json_if_exists, sha256_file
 from .linear import ChunkSource, array_chunks
 
 #: Written next to stand-in SSL features; every result made from them carries this flag.
@@ -35,7 +35,7 @@ def dataset_info(ds) -> dict:
     src = (manifest.get("source") or {}).get("path")
     name = manifest.get("name") or (Path(src).name.split(".")[0] if src else root.resolve().name)
     mpath = root / "manifest.json"
-    return {"name": name, "root": str(root.resolve()), "layout": ds.layout, "n_materials": int(len(ds.ids)),
+    return {"name": name, "layout": ds.layout, "n_materials": int(len(ds.ids)),
             "manifest_sha256": sha256_file(mpath) if mpath.exists() else None,
             "source": src, "synthetic": manifest.get("synthetic")}
 
@@ -102,19 +102,48 @@ def ssl_chunks(part, chunk_size: int = 4096) -> ChunkSource:
     return array_chunks(part.ids, part.ssl_features(), chunk_size)
 
 
-def ssl_info(root) -> dict:
-    """Where the SSL table came from: path, checksum and whether it is a marked stand-in."""
-    ssl_dir = Path(root) / "SSL"
+def ssl_info(ssl_dir) -> dict:
+    """Which SSL run a result used: its label (the folder name), protocol, SSL split digests,
+    preset, objective, seed, commit, initialisation, and the checksum of the feature table."""
+    ssl_dir = Path(ssl_dir)
     path = ssl_dir / "ssl_features.npy"
     if not path.exists():
-        raise FileNotFoundError(f"{path} not found: export the SSL features first (or write a "
-                                "clearly marked stand-in with `python -m ftcp.evaluation.cli standin-ssl`)")
-    info = {"path": str(path.resolve()), "sha256": sha256_file(path), "standin": False}
+        raise FileNotFoundError(f"{path} not found: export the SSL features first (`ftcp ssl-train-all`, "
+                                "or `ftcp ssl-export` + `ftcp ssl-assemble`), or point --ssl at an SSL directory")
+    meta = read_json_if_exists(ssl_dir / "ssl_features.json") or {}
+    run = meta.get("run") or {}
+    info = {"label": ssl_dir.name, "sha256": sha256_file(path), "standin": False,
+            "protocol": (meta.get("ssl_split") or {}).get("protocol", "unknown"),
+            "ssl_split": meta.get("ssl_split"), "init": meta.get("init"),
+            "preset": run.get("preset"), "objective": run.get("objective"), "seed": run.get("seed"),
+            "git": run.get("git"), "trained_on": run.get("device_name")}
     marker = ssl_dir / STANDIN_INFO
     if marker.exists():
         meta = json.loads(marker.read_text())
         info.update(standin=bool(meta.get("standin")), standin_info=meta)
     return info
+
+
+def leak_check(ssl_dir, test_ids) -> dict:
+    """How many of a scenario's test materials the SSL saw (their FTCP, never their labels).
+
+    0 means the scenario ran under the inductive protocol; anything else is transductive.
+    """
+    from ..ssl.data import SPLIT_FILE, ssl_seen_ids
+
+    path = Path(ssl_dir) / SPLIT_FILE
+    split = read_json_if_exists(path)
+    if split is None:
+        meta = read_json_if_exists(Path(ssl_dir) / "ssl_features.json") or {}
+        return {"n_test": int(len(test_ids)), "n_test_seen_by_ssl": None,
+                "protocol": (meta.get("ssl_split") or {}).get("protocol", "unknown"),
+                "note": f"no {SPLIT_FILE} beside the features: could not check"}
+    seen = ssl_seen_ids(split)
+    n_seen = int(sum(1 for m in test_ids if str(m) in seen))
+    return {"n_test": int(len(test_ids)), "n_test_seen_by_ssl": n_seen,
+            "share_seen": n_seen / max(1, len(test_ids)),
+            "protocol": "inductive" if n_seen == 0 else "transductive",
+            "ssl_split_protocol": split.get("protocol")}
 
 
 def hybrid_matrix(part, ssl: np.ndarray | None = None, chunk_size: int = 4096) -> np.ndarray:

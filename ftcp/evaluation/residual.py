@@ -138,3 +138,27 @@ def hist_gradient_boosting(seed: int, role: str = "base", iter_scale: float = 1.
                       min_samples_leaf=5, l2_regularization=2.0)
     params["max_iter"] = max(1, int(round(params["max_iter"] * iter_scale)))
     return HistGradientBoostingRegressor(early_stopping=False, random_state=seed, **params)
+
+
+def xgboost_regressor(seed: int, role: str = "base", iter_scale: float = 1.0, n_jobs: int | None = None):
+    """Upstream's XGBoost models with their exact parameters (FG script; the CPU build of
+    xgboost is enough: ``pip install crys-rep-enrich[xgboost]``).
+
+    base: 500 trees, depth 8, lr 0.05, subsample 0.8, colsample_bytree 0.8, min_child_weight 3,
+    gamma 0.1, alpha 0.1, lambda 1.0; residual: 300 trees, depth 6, lr 0.05, subsample 0.8,
+    colsample 0.8, min_child_weight 5, gamma 0.2, alpha 0.2, lambda 2.0; ``tree_method='hist'``.
+    """
+    try:
+        from xgboost import XGBRegressor
+    except ImportError as exc:
+        raise ImportError("the xgb models need xgboost: pip install 'crys-rep-enrich[xgboost]' "
+                          "(or xgboost-cpu)") from exc
+    if role == "base":
+        params = dict(n_estimators=500, max_depth=8, learning_rate=0.05, subsample=0.8, colsample_bytree=0.8,
+                      min_child_weight=3, gamma=0.1, reg_alpha=0.1, reg_lambda=1.0)
+    else:
+        params = dict(n_estimators=300, max_depth=6, learning_rate=0.05, subsample=0.8, colsample_bytree=0.8,
+                      min_child_weight=5, gamma=0.2, reg_alpha=0.2, reg_lambda=2.0)
+    params["n_estimators"] = max(1, int(round(params["n_estimators"] * iter_scale)))
+    return XGBRegressor(random_state=seed, tree_method="hist", device="cpu", n_jobs=n_jobs, **params)
+

@@ -16,6 +16,9 @@ DEFAULT_REPORT_DIR = REPO / "Supplemental Information"
 def add_common_arguments(parser: argparse.ArgumentParser, default_seed: int = 42) -> None:
     """--data, --out, --report-dir, --seed, --quick, --device, --no-report for every scenario."""
     add_data_argument(parser, top_level=True)
+    parser.add_argument("--ssl", metavar="DIR", default=None,
+                        help="SSL directory holding ssl_features.npy, i.e. which SSL run (default: <data root>/SSL); "
+                             "results go under a folder named after it")
     parser.add_argument("--out", metavar="DIR", default=None,
                         help="results folder for the JSON files (default: <data root>/Results)")
     parser.add_argument("--report-dir", metavar="DIR", default=str(DEFAULT_REPORT_DIR),
@@ -88,8 +91,17 @@ def jsonable(obj):
     return obj
 
 
-def write_result(out_dir, scenario: int, name: str, payload: dict) -> Path:
-    path = Path(out_dir) / f"scenario{scenario}" / f"{name}.json"
+def ssl_dir_of(args) -> Path:
+    return Path(args.ssl) if getattr(args, "ssl", None) else resolve_data_root(args.data) / "SSL"
+
+
+def write_result(out_dir, scenario: int, name: str, payload: dict, run_label: str | None = None) -> Path:
+    """``<out>/scenario<N>/<run label>/<name>.json`` (the label names the SSL run; 'baselines' when
+    the result uses no SSL features)."""
+    folder = Path(out_dir) / f"scenario{scenario}"
+    if run_label:
+        folder = folder / run_label
+    path = folder / f"{name}.json"
     atomic_write_json(path, jsonable(payload))
     return path
 
@@ -97,9 +109,9 @@ def write_result(out_dir, scenario: int, name: str, payload: dict) -> Path:
 def load_results(results_root, scenario: int) -> list[dict]:
     folder = Path(results_root) / f"scenario{scenario}"
     out = []
-    for p in sorted(folder.glob("*.json")) if folder.is_dir() else []:
+    for p in sorted(folder.rglob("*.json")) if folder.is_dir() else []:
         d = read_json(p)
-        d["_file"] = str(p)
+        d["_file"] = str(p.relative_to(results_root))
         out.append(d)
     return out
 
