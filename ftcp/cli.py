@@ -20,6 +20,7 @@ COMMAND_MODULES = [
     "ftcp.hub",      # download, publish, fetch
     "ftcp.ssl.cli",  # ssl-prepare, ssl-pack, ssl-train, ssl-train-all, ssl-assemble, ...
     "ftcp.embedding",  # embed
+    "ftcp.evaluation.block_probe",  # probe
     "ftcp.pipeline",   # demo, reproduce
 ]
 

@@ -15,13 +15,20 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 
 
+#: for a run from an exported tree with no ``.git`` (a copy sent to another machine): the commit it is
+SOURCE_COMMIT_ENV = "FTCP_SOURCE_COMMIT"
+
+
 def git_commit() -> dict:
+    """The checkout's commit and whether tracked files differ from it (``dirty``)."""
     def run(*cmd):
         try:
             return subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=10).stdout.strip()
         except (OSError, subprocess.SubprocessError):
             return ""
     commit = run("git", "rev-parse", "HEAD")
+    if not commit and os.environ.get(SOURCE_COMMIT_ENV):
+        return {"commit": os.environ[SOURCE_COMMIT_ENV], "dirty": None, "source": f"${SOURCE_COMMIT_ENV} (no .git)"}
     dirty = bool(run("git", "status", "--porcelain", "--untracked-files=no")) if commit else None
     return {"commit": commit or None, "dirty": dirty}
 

@@ -322,6 +322,7 @@ def main(argv=None) -> int:
                "run": {"wall_s": total["wall_s"], "peak_rss_mb": total["peak_rss_mb"],
                                 "peak_anon_mb": total["peak_anon_mb"]}, "provenance": prov}
     parts = "" if set(models) == {"mlp", "rf"} else "__" + "+".join(models)
+    parts += f"__seed{args.seed}" if args.seeds == 1 else ""     # one seed per process: one file per seed
     name = f"{args.target}__{args.split}{parts}" + ("__quick" if args.quick else "")
     path = write_result(results_dir(args), 2, name, payload, run_label=ssl["label"])
     print(f"scenario 2 done in {total['wall_s']:.0f} s, peak RSS {total['peak_rss_mb']:.0f} MB -> {path}", flush=True)

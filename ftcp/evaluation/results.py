@@ -95,10 +95,10 @@ def ssl_dir_of(args) -> Path:
     return Path(args.ssl) if getattr(args, "ssl", None) else resolve_data_root(args.data) / "SSL"
 
 
-def write_result(out_dir, scenario: int, name: str, payload: dict, run_label: str | None = None) -> Path:
+def write_result(out_dir, scenario: int | str, name: str, payload: dict, run_label: str | None = None) -> Path:
     """``<out>/scenario<N>/<run label>/<name>.json`` (the label names the SSL run; 'baselines' when
-    the result uses no SSL features)."""
-    folder = Path(out_dir) / f"scenario{scenario}"
+    the result uses no SSL features); a string ``scenario`` names the folder itself (e.g. ``probes``)."""
+    folder = Path(out_dir) / (f"scenario{scenario}" if isinstance(scenario, int) else scenario)
     if run_label:
         folder = folder / run_label
     path = folder / f"{name}.json"
@@ -106,8 +106,8 @@ def write_result(out_dir, scenario: int, name: str, payload: dict, run_label: st
     return path
 
 
-def load_results(results_root, scenario: int) -> list[dict]:
-    folder = Path(results_root) / f"scenario{scenario}"
+def load_results(results_root, scenario: int | str) -> list[dict]:
+    folder = Path(results_root) / (f"scenario{scenario}" if isinstance(scenario, int) else scenario)
     out = []
     for p in sorted(folder.rglob("*.json")) if folder.is_dir() else []:
         d = read_json(p)

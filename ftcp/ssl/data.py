@@ -317,6 +317,8 @@ def load_or_make_split(ssl_dir, ids, seed: int | None = None, exclude=None, excl
     *request*: a stored split with another store, seed or exclusion is then refused with an
     explanation rather than silently reused.  ``exclude=None`` requests nothing (a new split is
     then transductive).  ``seed=None`` likewise takes the stored split's seed (42 for a new one).
+    A split found only in a ``search_dirs`` folder (shared prepared files, e.g. ``<root>/SSL``)
+    that does not match an explicit request is passed over: a new one is made in ``ssl_dir``.
     """
     ssl_dir = Path(ssl_dir)
     for d in (ssl_dir, *map(Path, search_dirs)):
@@ -332,6 +334,8 @@ def load_or_make_split(ssl_dir, ids, seed: int | None = None, exclude=None, excl
             if want is not None and set(split.get("excluded", [])) != set(want["excluded"]):
                 problems.append(f"its excluded IDs ({len(split.get('excluded', []))}) differ from the requested "
                                 f"exclusion ({len(want['excluded'])})")
+            if problems and d != ssl_dir and create and (exclude is not None or seed is not None):
+                continue
             if problems:
                 raise ValueError(f"{path} cannot be used: {'; '.join(problems)}. Delete it, or write this run to "
                                  f"another SSL directory with --out")
@@ -355,6 +359,8 @@ def load_or_fit_normalizer(ssl_dir, source: Source, split: dict, train_index: np
         if path.exists():
             meta = json.loads(path.read_text()).get("fitted_on", {})
             if meta.get("train_ids_digest") not in (None, split_key):
+                if d != Path(ssl_dir) and create:
+                    continue            # a shared copy for another split: fit this split's own
                 raise ValueError(f"{path} was fitted on another SSL-train set; delete it or use --out")
             return RowMinMaxScaler.load(path)
     full = source.full_ftcp()

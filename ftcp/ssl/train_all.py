@@ -101,6 +101,8 @@ def block_config(block, args, sets: dict):
     from .engine import TrainConfig
 
     own = dict(sets.get(block.number, {}))
+    if getattr(args, "objective", "upstream") == "crossmodal":
+        own.setdefault("crossmodal_weight", args.crossmodal_weight)
     train = {k: own.pop(k) for k in list(own) if k in TRAIN_KEYS}
     preset = FAST.get(block.number, {}) if args.preset == "fast" else {}
     epochs = train.pop("epochs", None)
@@ -179,7 +181,7 @@ def run_record(args, data: D.SSLData, sets: dict, world: int, device_name: str) 
             "crossmodal_weight": args.crossmodal_weight if args.objective == "crossmodal" else 0.0,
             "seed": args.seed, "epochs_scale": QUICK_EPOCHS_SCALE if args.quick else args.epochs_scale,
             "max_samples": args.max_samples, "sets": {str(k): v for k, v in sets.items()},
-            "blocks": list(args.blocks), "world_size": world, "device_name": device_name,
+            "world_size": world, "device_name": device_name,
             "git": git_commit(), "command": " ".join(["ftcp ssl-train-all"] + _argv_tail()), "created_utc": utc_now()}
 
 
@@ -221,9 +223,6 @@ def run_all(args) -> dict:
     kind = device_kind(args.device)
     ddp = setup_distributed(kind)          # one process group for all blocks (the engine reuses it)
     sets = _parse_sets(args.set)
-    if args.objective == "crossmodal":
-        for n in args.blocks:
-            sets.setdefault(n, {}).setdefault("crossmodal_weight", args.crossmodal_weight)
     try:
         if ddp.main:
             data = ensure_prepared(root, ssl_dir, args, 2 in args.blocks)
