@@ -267,3 +267,22 @@ def test_cli_inductive_protocol_end_to_end_with_no_flag_repeated(tmp_path_factor
     assert main(["ssl-pack", "--data", str(root), "--out", str(tmp_path / "pack"), "--blocks", "1"]) == 0
     assert main(["ssl-train-all", "--data", str(tmp_path / "pack"), "--blocks", "1", "--device", "cpu", "--threads", "1",
                  "--no-progress", "--epochs-scale", "0.05", "--no-table", *tiny]) == 0
+
+
+def test_train_all_with_the_crossmodal_objective(tmp_path_factory, tmp_path):
+    """--objective crossmodal: every block gets the cross-modal task (descriptors made and cached once),
+    the checkpoints re-export, and the run record says which objective it was."""
+    from ftcp.cli import main
+
+    root = synthetic_root_cached(tmp_path_factory.mktemp("crossmodal_root"))
+    out = tmp_path / "ssl"
+    tiny = [a for s in TINY_SETS for a in ("--set", s)] + [a for n in range(1, 7) for a in ("--set", f"{n}:batch_size=32")]
+    assert main(["ssl-train-all", "--data", str(root), "--out", str(out), "--device", "cpu", "--threads", "1",
+                 "--no-progress", "--epochs-scale", "0.05", "--objective", "crossmodal", "--no-table", *tiny]) == 0
+    assert (out / "crossmodal_targets.npz").exists()
+    for block in L.BLOCKS:
+        metrics = json.loads((out / block.dirname / "metrics.json").read_text())
+        assert "cross_modal" in metrics["test"] and metrics["test"]["cross_modal"]["metric"] == "nmse"
+    assert json.loads((out / A.RUN_FILE).read_text())["objective"] == "crossmodal"
+    assert main(["ssl-export", "--data", str(root), "--out", str(out), "--device", "cpu", "--block", "6",
+                 "--to", str(tmp_path / "re")]) == 0

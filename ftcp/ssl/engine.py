@@ -209,6 +209,9 @@ class Trainer:
         self.out_dir = ssl_dir / block.dirname
         if self.ddp.main:
             self.out_dir.mkdir(parents=True, exist_ok=True)
+        # the configuration decides which fields the optional objectives need: set it first
+        self.model_cfg = block.model_config(cfg.model, cfg.embed_dim)
+        block.configure(self.model_cfg)
         fields = load_block_fields(block, self.data)
         self.dd = DeviceData(fields, block.lengths(fields), block.sequence_fields, self.device)
         del fields
@@ -217,8 +220,6 @@ class Trainer:
 
         # -- statistics, model, tasks --------------------------------------------------------
         t = time.perf_counter()
-        self.model_cfg = block.model_config(cfg.model, cfg.embed_dim)
-        block.configure(self.model_cfg)
         block.stats = block.fit_stats(self.dd.subset(self.parts["train"]))
         torch.manual_seed(cfg.seed)
         self.model = block.create_model(self.model_cfg).to(self.device)
