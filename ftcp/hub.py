@@ -23,7 +23,6 @@ import json
 import logging
 import os
 import shutil
-import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
@@ -44,6 +43,7 @@ from huggingface_hub.file_download import http_get
 from huggingface_hub.utils import build_hf_headers, filter_repo_objects, get_token, validate_repo_id
 from tqdm.auto import tqdm
 
+from .errors import UserError
 from .io_utils import add_data_argument, resolve_data_root
 
 log = logging.getLogger(__name__)
@@ -80,8 +80,9 @@ TRANSIENT_STATUS = (408, 429, 500, 502, 503, 504)
 _CHUNK = 8 * 1024 * 1024
 
 
-class HubError(RuntimeError):
-    """A Hugging Face Hub operation failed; the message says why and what to do."""
+class HubError(UserError, RuntimeError):
+    """A Hugging Face Hub operation failed; the message says why and what to do (an expected error: the
+    command line shows it as one line)."""
 
 
 class OfflineError(HubError, ConnectionError):
@@ -670,19 +671,11 @@ def register_cli(subparsers) -> None:
     p.set_defaults(func=_cmd_fetch)
 
 
-def _fail(exc: Exception) -> int:
-    print(f"error: {exc}", file=sys.stderr)
-    return 1
-
-
 def _cmd_download(args) -> int:
     root = resolve_data_root(args.data)
-    try:
-        manifest = download_dataset(root, repo_id=args.repo_id, splits=args.splits, kinds=args.kinds,
-                                    revision=args.revision, endpoint=args.endpoint, max_workers=args.max_workers,
-                                    retries=args.retries, strict=not args.allow_missing)
-    except (HubError, ValueError) as exc:
-        return _fail(exc)
+    manifest = download_dataset(root, repo_id=args.repo_id, splits=args.splits, kinds=args.kinds,
+                                revision=args.revision, endpoint=args.endpoint, max_workers=args.max_workers,
+                                retries=args.retries, strict=not args.allow_missing)
     files = manifest["files"]
     total = sum(f["size"] for f in files.values())
     print(f"{args.repo_id}@{manifest['commit'][:12]}: {len(files)} file(s), {total / 1e6:.1f} MB verified "
@@ -694,11 +687,8 @@ def _cmd_download(args) -> int:
 
 def _cmd_publish(args) -> int:
     checkpoint_dir = Path(args.checkpoint_dir) if args.checkpoint_dir else resolve_data_root(args.data) / "SSL"
-    try:
-        out = publish_checkpoints(checkpoint_dir, args.repo_id, endpoint=args.endpoint, private=args.private,
-                                  commit_message=args.message)
-    except (HubError, ValueError, FileNotFoundError) as exc:
-        return _fail(exc)
+    out = publish_checkpoints(checkpoint_dir, args.repo_id, endpoint=args.endpoint, private=args.private,
+                              commit_message=args.message)
     print(f"published {len(out['files'])} file(s) to {out['repo_id']} at commit {out['commit']}")
     for f in out["files"]:
         print(f"  {f}")
@@ -706,10 +696,6 @@ def _cmd_publish(args) -> int:
 
 
 def _cmd_fetch(args) -> int:
-    try:
-        folder = fetch_checkpoints(args.repo_id, revision=args.revision, endpoint=args.endpoint,
-                                   local_dir=args.out)
-    except (HubError, ValueError) as exc:
-        return _fail(exc)
+    folder = fetch_checkpoints(args.repo_id, revision=args.revision, endpoint=args.endpoint, local_dir=args.out)
     print(folder)
     return 0

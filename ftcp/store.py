@@ -360,12 +360,16 @@ def parse_payload(task: tuple[str, object]):
 
 
 def _worker_init(parent_pid: int | None = None):
+    import signal
+
     warnings.simplefilter("ignore")
+    # Ctrl-C reaches the whole process group: the parent stops the build (one line, resumable); a worker
+    # must not die with a traceback of its own
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     # die with the parent: a killed build must not leave orphaned parser processes behind
     if sys.platform.startswith("linux"):
         try:
             import ctypes
-            import signal
 
             ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)   # PR_SET_PDEATHSIG
         except (OSError, AttributeError):

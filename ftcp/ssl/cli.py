@@ -19,6 +19,7 @@ import json
 import sys
 from pathlib import Path
 
+from ..errors import UserError, add_debug_argument, run_main
 from . import data as D
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -46,7 +47,7 @@ def parse_kv(items) -> dict:
     out = {}
     for item in items or []:
         if "=" not in item:
-            raise SystemExit(f"--model expects KEY=VALUE, got {item!r}")
+            raise UserError(f"--model expects KEY=VALUE, got {item!r}")
         k, v = item.split("=", 1)
         try:
             out[k] = json.loads(v)
@@ -146,6 +147,7 @@ def block_script_main(block, argv=None) -> dict:
     p = argparse.ArgumentParser(description=f"Train SSL block {block.number} ({block.name}), evaluate its pretext "
                                             f"tasks against trivial baselines and export its embeddings.")
     add_train_args(p, block)
+    add_debug_argument(p)
     return run_train(block, p.parse_args(argv))
 
 
@@ -174,7 +176,7 @@ def cmd_pack(args):
     regions = list(dict.fromkeys(regions))
     for name in (D.SPLIT_FILE, D.NORMALIZER_FILE):
         if not (ssl_dir / name).exists():
-            raise SystemExit(f"{ssl_dir / name} is missing: run `python -m ftcp.ssl prepare --data {args.data}` first")
+            raise UserError(f"{ssl_dir / name} is missing: run `python -m ftcp.ssl prepare --data {args.data}` first")
     out = D.write_pack(source, args.out, regions, [ssl_dir])
     size = (out / D.PACK_FILE).stat().st_size / 2**20
     print(f"wrote {out / D.PACK_FILE} ({size:.1f} MiB; regions {regions}) and {out / 'SSL'}")
@@ -287,6 +289,7 @@ def _add_pipeline_commands(sub, prefix: str = ""):
 
 def main(argv=None):
     p = argparse.ArgumentParser(prog="python -m ftcp.ssl", description="Self-supervised FTCP block encoders")
+    add_debug_argument(p)
     sub = p.add_subparsers(dest="command", required=True)
     _add_commands(sub)
     args = p.parse_args(argv)
@@ -294,4 +297,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_main(main, prog="python -m ftcp.ssl"))
