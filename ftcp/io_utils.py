@@ -5,11 +5,14 @@ import argparse
 import hashlib
 import json
 import os
+import pickle
 import tempfile
 from pathlib import Path
 from typing import Iterable
 
 import numpy as np
+
+from .errors import UserError
 
 #: Environment variable that overrides the default data root.
 DATA_ENV = "CRYS_REP_DATA"
@@ -136,3 +139,56 @@ def as_id_array(ids, what: str = "material IDs") -> np.ndarray:
             raise ValueError(f"{what}: element {i} is {type(v).__name__} {v!r}, not a string ID")
         out.append(v)
     return np.array(out, dtype=str) if out else np.zeros(0, dtype="<U1")
+
+
+class _IdArrayUnpickler(pickle.Unpickler):
+    """Unpickles a numpy object array and nothing else: the only globals it resolves are those numpy's own
+    pickle of an ndarray of ``str`` / ``numpy.str_`` uses (array and dtype reconstruction, numpy scalars), so
+    a crafted file cannot call anything else (``os.system``, ``eval``...)."""
+
+    _ALLOWED = {(module, name) for module in ("numpy._core.multiarray", "numpy.core.multiarray")
+                for name in ("_reconstruct", "scalar")} | {("numpy", "ndarray"), ("numpy", "dtype")}
+
+    def find_class(self, module, name):
+        if (module, name) not in self._ALLOWED:
+            raise pickle.UnpicklingError(f"it calls {module}.{name}, which a plain array of strings never does")
+        return super().find_class(module, name)
+
+
+_NPY_HEADER_READERS = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0,
+                       (3, 0): np.lib.format.read_array_header_2_0}   # 3.0 = 2.0 with a UTF-8 header
+
+
+def load_id_array(path: str | os.PathLike) -> np.ndarray:
+    """Material IDs of a ``.npy`` file as a (n,) unicode array, without ever running code from the file.
+
+    A plain string array is read with ``allow_pickle=False``.  Upstream files hold pickled *object* arrays of
+    ``str``; those go through a restricted unpickler that builds a numpy array and nothing else, and every
+    element must then be a string.  Anything else (a crafted pickle, other objects) is a ``UserError``.
+    """
+    path = Path(path)
+    try:
+        return as_id_array(np.load(path, allow_pickle=False), str(path))
+    except (ValueError, EOFError) as exc:
+        if "allow_pickle" not in str(exc):      # not an object array: a bad or truncated file
+            raise UserError(f"{path}: not a readable array of material IDs ({exc})") from exc
+    with open(path, "rb") as fh:
+        version = np.lib.format.read_magic(fh)
+        reader = _NPY_HEADER_READERS.get(version)
+        if reader is None:
+            raise UserError(f"{path}: unsupported .npy format version {version}")
+        reader(fh)   # the pickle starts right after the header
+        try:
+            arr = _IdArrayUnpickler(fh, encoding="ASCII").load()
+        except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError) as exc:
+            raise UserError(f"{path}: refused to read the material IDs: {exc} (only arrays of strings are read; "
+                            "the file may be corrupt or tampered with)") from exc
+    if not isinstance(arr, np.ndarray):
+        raise UserError(f"{path}: refused to read the material IDs: the file holds a {type(arr).__name__}, "
+                        "not an array")
+    if arr.dtype == object:
+        for i, value in enumerate(arr.reshape(-1).tolist()):
+            if not isinstance(value, (str, bytes)):
+                raise UserError(f"{path}: refused to read the material IDs: element {i} is of type "
+                                f"{type(value).__name__}, not a string")
+    return as_id_array(arr, str(path))
