@@ -22,12 +22,17 @@ DEFAULT_DATA_ROOT = "Data"
 def resolve_data_root(root: str | os.PathLike | None = None) -> Path:
     """The data root: ``root`` if given, else ``$CRYS_REP_DATA``, else ``Data`` (relative to cwd).
 
-    Every command and library function that needs the data root calls this one function.
+    Every command and library function that needs the data root calls this one function.  A data root
+    that exists but is not a folder is a ``UserError``.
     """
     if root is not None and str(root) != "":
-        return Path(root)
-    env = os.environ.get(DATA_ENV, "")
-    return Path(env) if env else Path(DEFAULT_DATA_ROOT)
+        path = Path(root)
+    else:
+        env = os.environ.get(DATA_ENV, "")
+        path = Path(env) if env else Path(DEFAULT_DATA_ROOT)
+    if path.exists() and not path.is_dir():
+        raise UserError(f"data root {path} is a file, not a folder (--data DIR / ${DATA_ENV} names a folder)")
+    return path
 
 
 def add_data_argument(parser: argparse.ArgumentParser, top_level: bool = False) -> None:
@@ -61,7 +66,10 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     """Write ``data`` to ``path`` via a temporary file + fsync + rename (never a half-written file)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:   # name the file the user asked for, not the temporary one
+        raise type(exc)(exc.errno, exc.strerror, str(path)) from exc
     try:
         os.chmod(tmp, 0o666 & ~_umask())   # mkstemp makes 0600; give the usual permissions
         with os.fdopen(fd, "wb") as fh:

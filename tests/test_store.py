@@ -17,6 +17,7 @@ from pymatgen.core import Lattice, Structure
 
 from ftcp import featurize
 from ftcp.dataset import open_dataset
+from ftcp.errors import UserError
 from ftcp.io_utils import sha256_file
 from ftcp.splits import make_splits
 from ftcp.store import (STORE_FILES, BuildInterrupted, build_store, read_manifest, resolve_label_columns,
@@ -263,6 +264,66 @@ def test_existing_store_needs_overwrite_and_stale_splits_go(tmp_path):
     m = build_store(path, root, workers=1, progress=False, overwrite=True, phase="abs")
     assert m["phase"] == "abs" and read_manifest(root)["phase"] == "abs"
     assert open_dataset(root).split_names() == []
+
+
+def _good_store(tmp_path) -> Path:
+    root = tmp_path / "good"
+    build_store(write_csv(tmp_path / "good.csv", good_rows()), root, workers=1, progress=False)
+    return root
+
+
+def test_header_only_input_is_refused_and_never_replaces_a_store(tmp_path):
+    header_only = tmp_path / "header.csv"
+    header_only.write_text("material_id,cif,formation_energy_per_atom\n")
+    with pytest.raises(UserError, match="header.csv holds no crystals"):
+        build_store(header_only, tmp_path / "new", workers=1, progress=False)
+    assert not (tmp_path / "new").exists()
+    root = _good_store(tmp_path)
+    before = store_bytes(root)
+    with pytest.raises(UserError, match="holds no crystals"):
+        build_store(header_only, root, workers=1, progress=False, overwrite=True)
+    assert store_bytes(root) == before and read_manifest(root)["counts"]["accepted"] == len(good_structures())
+
+
+def test_a_build_that_accepts_nothing_leaves_the_store_alone(tmp_path):
+    root = _good_store(tmp_path)
+    make_splits(root, test_percents=(10,), group_test_fraction=None)
+    before = store_bytes(root)
+    rows = [{"material_id": f"x-{i}", "cif": "not a cif", "formation_energy_per_atom": 1.0} for i in range(5)]
+    with pytest.raises(UserError, match=r"none of the 5 input rows .* was accepted \(unparsable_cif 5\); "
+                                        r"e\.g\. input row 0 \(x-0\)"):
+        build_store(write_csv(tmp_path / "bad.csv", rows), root, workers=1, progress=False, overwrite=True)
+    assert store_bytes(root) == before and (root / "manifest.json").exists()
+    assert open_dataset(root).split_names() == ["random_10"]      # its splits were not removed either
+    assert not (root / ".build").exists()
+
+
+def test_truncated_gzip_is_one_error_naming_the_file(tmp_path):
+    path = write_csv(tmp_path / "in.csv.gz", good_rows(n_repeat=4))
+    cut = tmp_path / "cut.csv.gz"
+    cut.write_bytes(path.read_bytes()[:len(path.read_bytes()) * 2 // 3])
+    with pytest.raises(UserError, match=r"cut\.csv\.gz: the file ends early: it is truncated"):
+        build_store(cut, tmp_path / "s", workers=1, progress=False)
+    assert not (tmp_path / "s").exists()       # checked before the first row is processed: no row is lost
+    not_gzip = tmp_path / "plain.csv.gz"
+    not_gzip.write_bytes(b"material_id,cif\nx,y\n")
+    with pytest.raises(UserError, match=r"plain\.csv\.gz: corrupt or not compressed as its name says"):
+        build_store(not_gzip, tmp_path / "s", workers=1, progress=False)
+
+
+def test_csv_cut_inside_a_cif_is_one_error_naming_the_file(tmp_path):
+    text = write_csv(tmp_path / "in.csv", good_rows()).read_text()
+    cut = tmp_path / "cut.csv"
+    cut.write_text(text[:text.rindex("_cell_length_a")])        # ends inside the last row's quoted CIF
+    with pytest.raises(UserError, match=r"cut\.csv: not a readable CSV"):
+        build_store(cut, tmp_path / "s", workers=1, progress=False)
+
+
+def test_data_root_that_is_a_file(tmp_path):
+    afile = tmp_path / "afile"
+    afile.write_text("")
+    with pytest.raises(UserError, match="data root .*afile is a file, not a folder"):
+        build_store(write_csv(tmp_path / "in.csv", good_rows()), afile, workers=1, progress=False)
 
 
 def test_build_from_cif_folder_matches_csv(tmp_path):
