@@ -59,8 +59,10 @@ def bad_structures() -> dict[str, Structure]:
     grid = [[i / 5, j / 5, k / 5] for i in range(5) for j in range(5) for k in range(5)][:101]
     many = Structure(Lattice.cubic(20), ["C"] * 101, grid)
     md = Structure(Lattice.cubic(4.5), ["Md", "O"], [[0, 0, 0], [0.5, 0.5, 0.5]])
+    # 0.1 Angstrom apart (a CIF parser merges sites closer than ~1e-4 of the cell into one over-occupied site)
+    overlap = Structure(Lattice.cubic(4.0), ["Na", "Cl"], [[0, 0, 0], [0.1 / 4.0, 0, 0]])
     return {"disordered": disordered, "too_many_elements": five, "too_many_sites": many,
-            "unsupported_element": md}
+            "unsupported_element": md, "overlapping_sites": overlap}
 
 
 def write_csv(path: Path, rows: list[dict]) -> Path:
@@ -94,6 +96,7 @@ def mixed_csv(tmp_path_factory):
         {"material_id": "bad-101", "cif": cif(bad["too_many_sites"])},
         {"material_id": "bad-md", "cif": cif(bad["unsupported_element"])},
         {"material_id": "bad-garbage", "cif": "data_nothing\nthis is not a CIF at all\n_cell_length_a ???\n"},
+        {"material_id": "bad-overlap", "cif": cif(bad["overlapping_sites"])},
         {"material_id": "bad-empty", "cif": ""},
         {"material_id": "bad-nan", "cif": ok_cif, "formation_energy_per_atom": "nan"},
         {"material_id": "bad-text", "cif": ok_cif, "band_gap": "abc"},
@@ -118,7 +121,8 @@ def mixed_csv(tmp_path_factory):
 
 EXPECTED_REASONS = {
     "bad-disordered": "disordered", "bad-5el": "too_many_elements", "bad-101": "too_many_sites",
-    "bad-md": "unsupported_element", "bad-garbage": "unparsable_cif", "bad-empty": "unparsable_cif",
+    "bad-md": "unsupported_element", "bad-overlap": "overlapping_sites",
+    "bad-garbage": "unparsable_cif", "bad-empty": "unparsable_cif",
     "bad-nan": "nonfinite_label", "bad-text": "nonfinite_label", "bad-missing-label": "missing_label",
     "mp-3": "duplicate_id", "": "missing_id",
 }
