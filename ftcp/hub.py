@@ -71,10 +71,24 @@ KIND_FILES = {
 ALL_SPLITS = tuple(SPLIT_DIRS)
 ALL_KINDS = tuple(KIND_FILES)
 
-# What a checkpoint repository holds: configs, metrics, the scaler and the best weights. Embeddings and
-# assembled features (large, and reproducible from the weights) and resume checkpoints stay local.
-CHECKPOINT_IGNORE = ["*.npy", "*.npz", "last.pt", "*/last.pt", "*resume*", "*.partial", "*.tmp", ".download/*"]
-CHECKPOINT_FETCH = ["*.json", "best.pt", "*/best.pt", "README.md"]
+# What a checkpoint repository holds, and nothing else (an allow-list: a stray file in the SSL directory is never
+# uploaded): the normaliser fitted on SSL-train, the SSL split, the feature-table record (its ``ftcp_phase`` tells
+# `ftcp embed` how to featurize), an optional model card, and per block its best weights with their config and
+# metrics. Embeddings and assembled features (large, reproducible from the weights) and resume checkpoints
+# (last.pt) stay local.
+CHECKPOINT_BLOCK_FILES = ("best.pt", "config.json", "metrics.json")
+MODEL_CARD = "README.md"
+
+
+def checkpoint_repo_files() -> list[str]:
+    """Every path a checkpoint repository may hold, relative to its root (= the SSL directory)."""
+    from .embedding import FEATURES_INFO          # lazy: ftcp.ssl pulls in torch
+    from .layout import BLOCKS
+    from .ssl.data import NORMALIZER_FILE, SPLIT_FILE
+
+    return [NORMALIZER_FILE, SPLIT_FILE, FEATURES_INFO, MODEL_CARD,
+            *(f"{block.dirname}/{name}" for block in BLOCKS for name in CHECKPOINT_BLOCK_FILES)]
+
 
 TRANSIENT_STATUS = (408, 429, 500, 502, 503, 504)
 _CHUNK = 8 * 1024 * 1024
@@ -490,8 +504,13 @@ def _download_one(root: Path, rel: str, repo_path: str, sibling, repo_id: str, c
 
 # --------------------------------------------------------------------------- checkpoints
 def _checkpoint_files(checkpoint_dir: Path) -> list[str]:
-    files = sorted(p.relative_to(checkpoint_dir).as_posix() for p in checkpoint_dir.rglob("*") if p.is_file())
-    return list(filter_repo_objects(files, ignore_patterns=CHECKPOINT_IGNORE))
+    """The files of ``checkpoint_dir`` that belong in a checkpoint repository (see ``checkpoint_repo_files``)."""
+    allowed = checkpoint_repo_files()
+    files = sorted(rel for rel in allowed if (checkpoint_dir / rel).is_file())
+    left_out = sum(1 for p in checkpoint_dir.rglob("*") if p.is_file()) - len(files)
+    if left_out:
+        log.info("%d file(s) of %s are not part of a checkpoint repository and stay local", left_out, checkpoint_dir)
+    return files
 
 
 def publish_checkpoints(
@@ -504,8 +523,9 @@ def publish_checkpoints(
 ) -> dict:
     """Upload a checkpoint directory (e.g. ``<root>/SSL``) to a model repository, creating it if needed.
 
-    Uploads configs/metrics (``*.json``), ``normalizer.json`` and the ``best.pt`` weights; embeddings,
-    feature arrays (``*.npy``/``*.npz``) and resume checkpoints (``last.pt``) are left out.
+    Uploads exactly ``checkpoint_repo_files()`` that exist: ``normalizer.json``, ``ssl_split.json``,
+    ``ssl_features.json``, ``README.md`` and per block ``best.pt``, ``config.json``, ``metrics.json``. Anything
+    else (embeddings, feature arrays, resume checkpoints, stray files) stays local.
     Returns ``{"repo_id", "commit", "commit_url", "files"}``.
     """
     checkpoint_dir = Path(checkpoint_dir)
@@ -525,8 +545,7 @@ def publish_checkpoints(
     try:
         api.create_repo(repo_id, repo_type="model", private=private, exist_ok=True)
         info = api.upload_folder(repo_id=repo_id, folder_path=checkpoint_dir, repo_type="model",
-                                 commit_message=commit_message, allow_patterns=files,
-                                 ignore_patterns=list(CHECKPOINT_IGNORE))
+                                 commit_message=commit_message, allow_patterns=files)
     except (httpx2.ConnectError, httpx2.TimeoutException, OfflineModeIsEnabled) as exc:
         raise _offline_error(endpoint, exc, "publishing the checkpoints") from exc
     except HfHubHTTPError as exc:
@@ -548,7 +567,7 @@ def fetch_checkpoints(
     timeout_s: float = 30.0,
 ) -> Path:
     """Local directory of checkpoints: an existing directory path is returned as is; otherwise
-    ``repo_id_or_path`` is a model repository, whose ``*.json`` and ``best.pt`` files are downloaded
+    ``repo_id_or_path`` is a model repository, whose ``checkpoint_repo_files()`` are downloaded
     (into the HF cache, or into ``local_dir``) and verified against the hub's checksums."""
     path = Path(repo_id_or_path).expanduser()
     if path.is_dir():
@@ -563,7 +582,7 @@ def fetch_checkpoints(
     info = _repo_info(api, repo_id, "model", revision, endpoint, retries, backoff_s, timeout_s,
                       "fetching the checkpoints", OFFLINE_FETCH_HINT)
     siblings = {s.rfilename: s for s in (info.siblings or [])}
-    wanted = sorted(filter_repo_objects(siblings, allow_patterns=CHECKPOINT_FETCH))
+    wanted = sorted(set(siblings).intersection(checkpoint_repo_files()))
     if not any(w.endswith(".pt") for w in wanted):
         raise NothingMatchedError(f"Model repo {repo_id} (commit {info.sha[:12]}) holds no best.pt checkpoint; "
                                   f"its files: {sorted(siblings) or 'none'}")
