@@ -500,7 +500,10 @@ class _Writer:
 
 def _csv_line(values) -> str:
     buf = io.StringIO()
-    csv.writer(buf, lineterminator="\n").writerow(values)
+    # a lone "\r" is no special character to a writer that ends lines with "\n", but every reader breaks the
+    # row there: quote such a line in full (other lines keep the minimal quoting, byte for byte)
+    quoting = csv.QUOTE_ALL if any("\r" in str(v) for v in values) else csv.QUOTE_MINIMAL
+    csv.writer(buf, lineterminator="\n", quoting=quoting).writerow(values)
     return buf.getvalue()
 
 

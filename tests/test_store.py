@@ -1,6 +1,7 @@
 """Store builder: inputs, every rejection reason, manifest, resume after interruption."""
 from __future__ import annotations
 
+import csv
 import gzip
 import json
 import os
@@ -321,6 +322,15 @@ def test_csv_cut_inside_a_cif_is_one_error_naming_the_file(tmp_path):
     cut.write_text(text[:text.rindex("_cell_length_a")])        # ends inside the last row's quoted CIF
     with pytest.raises(UserError, match=r"cut\.csv: not a readable CSV"):
         build_store(cut, tmp_path / "s", workers=1, progress=False)
+
+
+def test_a_carriage_return_in_an_id_keeps_rejects_csv_readable(tmp_path):
+    rows = good_rows()[:2] + [dict(good_rows()[0], material_id="x\ry")]
+    pd.DataFrame(rows).to_csv(tmp_path / "in.csv", index=False, quoting=csv.QUOTE_ALL)   # the "\r" stays in the ID
+    m = build_store(tmp_path / "in.csv", tmp_path / "s", workers=1, progress=False)
+    rej = pd.read_csv(tmp_path / "s" / "rejects.csv", dtype=str, keep_default_na=False)
+    assert m["counts"]["rejected"] == 1 and rej.material_id.tolist() == ["x\ry"]
+    assert rej.reason.tolist() == ["missing_id"] and rej.input_row.tolist() == ["2"]
 
 
 def test_data_root_that_is_a_file(tmp_path):
