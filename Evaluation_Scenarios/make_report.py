@@ -12,6 +12,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))   # run from a checkout
 
+from ftcp.errors import UserError, run_main  # noqa: E402
 from ftcp.evaluation.report import make_report  # noqa: E402
 from ftcp.evaluation.results import DEFAULT_REPORT_DIR  # noqa: E402
 from ftcp.io_utils import add_data_argument, resolve_data_root  # noqa: E402
@@ -27,10 +28,10 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     results = Path(args.results) if args.results else resolve_data_root(args.data) / "Results"
     if not results.is_dir():
-        raise SystemExit(f"no results folder {results}: run the scenario scripts first")
+        raise UserError(f"no results folder {results}: run the scenario scripts first")
     print(make_report(results, Path(args.report_dir)))
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_main(main))

@@ -11,7 +11,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))   # the repo root, for `ftcp` without installing
 
+from ftcp.errors import run_main  # noqa: E402
 from ftcp.ssl.train_all import main  # noqa: E402
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_main(main))

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import os
 import sys
 
+from .errors import add_debug_argument, guarded_call, run_main
 from .io_utils import DATA_ENV, add_data_argument
 
 COMMAND_MODULES = [
@@ -34,6 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
                     f"The data root is --data DIR, else ${DATA_ENV}, else ./Data.")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     add_data_argument(parser, top_level=True)
+    add_debug_argument(parser)
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     unavailable = []
     for name in COMMAND_MODULES:
@@ -67,24 +68,23 @@ def _apply_top_level_data(parser, args, argv) -> None:
 
 
 def main(argv=None) -> int:
+    """The ``ftcp`` command: its exit status.  Errors go through ``ftcp.errors``: an expected one is a line
+    ``ftcp <command>: error: ...``, Ctrl-C exits 130, a bug keeps its traceback (``--debug`` shows them all)."""
+    return run_main(_main, argv, prog="ftcp")
+
+
+def _main(argv: list[str]) -> int:
     from .logs import configure
 
     configure()
     parser = build_parser()
     args = parser.parse_args(argv)
-    _apply_top_level_data(parser, args, sys.argv[1:] if argv is None else list(argv))
+    _apply_top_level_data(parser, args, argv)
     if getattr(args, "func", None) is None:
         parser.print_help()
         return 2
-    try:
-        rc = args.func(args)
-        return rc if isinstance(rc, int) else 0
-    except (FileNotFoundError, FileExistsError, ValueError, KeyError) as exc:
-        # expected user-facing errors: one clear line (set FTCP_TRACEBACK=1 for the traceback)
-        if os.environ.get("FTCP_TRACEBACK"):
-            raise
-        print(f"ftcp {args.command}: error: {exc}", file=sys.stderr)
-        return 1
+    rc = guarded_call(args.func, args, prog=f"ftcp {args.command}")
+    return rc if isinstance(rc, int) else 0
 
 
 if __name__ == "__main__":

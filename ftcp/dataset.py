@@ -16,8 +16,8 @@ and presents both the same way::
 
 Every array is aligned to ``part.ids`` by material ID (pandas ``Index.get_indexer``), never
 by position; a missing or duplicated ID raises ``ValueError`` naming the file.
-Upstream ID arrays may be pickled object arrays, so ``allow_pickle=True`` is used for those
-files only.
+Upstream ID arrays are pickled object arrays; they are read by ``io_utils.load_id_array``, which
+unpickles a plain array of strings and nothing else (a crafted file is refused, never run).
 """
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ import numpy as np
 import pandas as pd
 
 from . import layout as L
-from .io_utils import as_id_array, read_id_list, read_json, resolve_data_root
+from .io_utils import as_id_array, load_id_array, read_id_list, read_json, resolve_data_root
 from .splits import GROUP_NAME, find_split_dirs, split_dir
 
 SIDES = ("train", "test")
@@ -316,7 +316,7 @@ class NativeDataset(Dataset):
         self.ftcp_memmap = np.load(self.root / "ftcp.npy", mmap_mode="r")
         if self.ftcp_memmap.ndim != 3 or self.ftcp_memmap.shape[1:] != L.SHAPE:
             raise ValueError(f"{self.root / 'ftcp.npy'}: shape {self.ftcp_memmap.shape}, expected (N, 400, 63)")
-        self.ids = as_id_array(np.load(self.root / "material_ids.npy"), str(self.root / "material_ids.npy"))
+        self.ids = load_id_array(self.root / "material_ids.npy")
         if len(self.ids) != len(self.ftcp_memmap):
             raise ValueError(f"{self.root}: {len(self.ids)} material IDs but {len(self.ftcp_memmap)} FTCP rows")
         self._split_dirs = find_split_dirs(self.root, lambda d: (d / "train_ids.txt").exists())
@@ -326,7 +326,7 @@ class NativeDataset(Dataset):
             ftcp=_Stacked("ftcp.npy", [(lambda: self.ids, lambda: self.ftcp_memmap, str(self.root / "ftcp.npy"))],
                           row_shape=_FTCP_ROW_SHAPES),
             load_labels=lambda: _read_labels_csv(self.root / "labels.csv"),
-            ssl=_Stacked("SSL features", [(lambda: _need(ssl_dir / "ssl_material_ids.npy", np.load),
+            ssl=_Stacked("SSL features", [(lambda: _need(ssl_dir / "ssl_material_ids.npy", load_id_array),
                                            lambda: _need(ssl_dir / "ssl_features.npy", _mmap),
                                            str(ssl_dir / "ssl_features.npy"))]),
         )
@@ -348,11 +348,6 @@ class NativeDataset(Dataset):
 
 def _mmap(path):
     return np.load(path, mmap_mode="r")
-
-
-def _load_ids(path):
-    # Upstream stores IDs as pickled object arrays; only these small files are loaded with pickle.
-    return np.load(path, allow_pickle=True)
 
 
 def _need(path: Path, load):
@@ -384,10 +379,10 @@ class UpstreamDataset(Dataset):
         ftcp_pieces, ssl_pieces, label_sources = [], [], []
         for split, side in sides:
             folder, cap = self._files(split, side)
-            ftcp_pieces.append((lambda f=folder / f"{cap}_FTCP_Material_IDs.npy": _load_ids(f),
+            ftcp_pieces.append((lambda f=folder / f"{cap}_FTCP_Material_IDs.npy": load_id_array(f),
                                 lambda f=folder / f"{cap}_FTCP_Data.npy": _mmap(f),
                                 str(folder / f"{cap}_FTCP_Data.npy")))
-            ssl_pieces.append((lambda f=folder / f"{cap}_Extracted_Features_Material_IDs.npy": _need(f, _load_ids),
+            ssl_pieces.append((lambda f=folder / f"{cap}_Extracted_Features_Material_IDs.npy": _need(f, load_id_array),
                                lambda f=folder / f"{cap}_Extracted_Features_Data.npy": _need(f, _mmap),
                                str(folder / f"{cap}_Extracted_Features_Data.npy")))
             label_sources.append((folder, cap))
@@ -409,7 +404,7 @@ class UpstreamDataset(Dataset):
                 continue
             if not id_file.exists():
                 raise FileNotFoundError(f"{id_file} (IDs of the label files) not found")
-            ids = as_id_array(_load_ids(id_file), str(id_file))
+            ids = load_id_array(id_file)
             cols = {}
             for f in label_files:
                 raw = f.name[len(cap) + 1:-len("_Labels.npy")]

@@ -648,4 +648,6 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    from .errors import run_main
+
+    raise SystemExit(run_main(main, prog="python -m ftcp.demo_data"))

@@ -63,6 +63,11 @@ class RejectedStructure(ValueError):
         self.message = message
 
 
+#: Two sites closer than this (Angstrom, periodic images included) overlap: a data error (a duplicated atom,
+#: coordinates in the wrong unit), never a crystal; the shortest interatomic distance in any solid, H-H in H2,
+#: is 0.74 Angstrom.
+MIN_SITE_DISTANCE = 0.5
+
 # Reasons a crystal is rejected (also the ``reason`` codes of a store's rejects CSV).
 REJECT_REASONS = {
     "disordered": "partially occupied or mixed-species site(s); FTCP needs fully ordered sites",
@@ -72,6 +77,7 @@ REJECT_REASONS = {
     "empty_structure": "structure has no sites",
     "bad_lattice": "lattice is degenerate or not finite",
     "bad_coordinates": "site coordinates are not finite",
+    "overlapping_sites": f"two sites (periodic images included) closer than {MIN_SITE_DISTANCE} Angstrom",
 }
 
 
@@ -161,8 +167,72 @@ def crystal_from_structure(structure) -> Crystal:
     frac = np.array(list(map(_FRAC_COORDS, sites)), dtype=np.float64)
     if not np.isfinite(frac).all():
         raise _reject("bad_coordinates")
+    close = closest_sites_below(frac, matrix, MIN_SITE_DISTANCE)
+    if close is not None:
+        i, j, distance = close
+        raise _reject("overlapping_sites", f"sites {i} and {j} are {distance:.4g} Angstrom apart"
+                                           if i != j else f"site {i} is {distance:.4g} Angstrom from its own image")
     return Crystal(np.array(list(slot_of_z), dtype=np.int64),
                    np.array([slot_of_z[zz] for zz in z], dtype=np.int64), frac, matrix)
+
+
+def closest_sites_below(frac: np.ndarray, matrix: np.ndarray, cutoff: float) -> tuple[int, int, float] | None:
+    """The closest pair of sites ``(i, j, distance)`` if closer than ``cutoff`` (periodic images included), else
+    None.  ``i == j`` is a site and its own image; when a lattice vector is shorter than ``cutoff`` (every site
+    overlaps its own image) that is what is reported.
+
+    Exact, and for real cells one cheap vectorised pass over the (n, n) minimum-image pairs: with the fractional
+    difference ``d = f_i - f_j`` wrapped into [-0.5, 0.5], an image ``d + s`` can be closer than ``cutoff`` only
+    if ``|d_k + s_k| < cutoff * |b_k|`` on every axis (``b_k``: reciprocal basis vectors, since ``f_k = x . b_k``),
+    so ``|s_k| <= floor(cutoff * |b_k| + 0.5)``.  That is 0 unless a spacing between lattice planes is below
+    ``2 * cutoff``; only such cells look at neighbouring images (and at a site's own images: a lattice vector
+    shorter than ``cutoff`` is an overlap of a site with itself).
+    """
+    n = len(frac)
+    rows = matrix.tolist()
+    reach = _image_reach(rows, abs(_determinant(rows)), cutoff)
+    if max(reach) > 1:
+        # a very oblique basis (or a nearly flat cell): enumerating its images could take any amount of memory.
+        # An LLL-reduced basis of the same lattice keeps every reach <= 3 unless a lattice vector is shorter than
+        # the cutoff, and then each site overlaps its own image (the formula above stays exact in any basis).
+        from pymatgen.core import Lattice
+
+        reduced = Lattice(matrix).get_lll_reduced_lattice().matrix
+        shortest = float(np.linalg.norm(reduced, axis=1).min())
+        if shortest < cutoff:
+            return 0, 0, shortest
+        frac, matrix = frac @ matrix @ np.linalg.inv(reduced), reduced
+        rows = matrix.tolist()
+        reach = _image_reach(rows, abs(_determinant(rows)), cutoff)
+    axes = np.ascontiguousarray(frac.T)
+    d = axes[:, :, None] - axes[:, None, :]            # (3, n, n): one plane per axis, cheap to broadcast
+    d -= np.rint(d)
+    cart = matrix.T @ d.reshape(3, -1)                 # (3, n * n) minimum-image differences, pair i * n + j
+    dist2 = np.einsum("ki,ki->i", cart, cart)
+    if not any(reach):
+        dist2[::n + 1] = np.inf                        # a site and itself
+    else:
+        shifts = np.stack(np.meshgrid(*(np.arange(-k, k + 1) for k in reach), indexing="ij"), -1).reshape(-1, 3)
+        shift_cart = shifts @ matrix                   # (S, 3)
+        all2 = dist2[:, None] + 2.0 * (cart.T @ shift_cart.T) + np.einsum("sk,sk->s", shift_cart, shift_cart)
+        all2[::n + 1, np.flatnonzero(~shifts.any(axis=1))[0]] = np.inf
+        dist2 = all2.min(axis=1)
+    best = dist2.min()
+    if not best < cutoff * cutoff:
+        return None
+    i, j = divmod(int(dist2.argmin()), n)
+    return min(i, j), max(i, j), math.sqrt(max(float(best), 0.0))
+
+
+def _image_reach(rows: list, volume: float, cutoff: float) -> list[int]:
+    """Per axis k, ``floor(cutoff * |b_k| + 0.5)`` with ``|b_k| = |a_j x a_l| / volume`` (plain floats: cheaper
+    than numpy for one 3 x 3 matrix)."""
+    reach = []
+    for j, l in ((1, 2), (2, 0), (0, 1)):
+        (a1, a2, a3), (b1, b2, b3) = rows[j], rows[l]
+        area = math.sqrt((a2 * b3 - a3 * b2) ** 2 + (a3 * b1 - a1 * b3) ** 2 + (a1 * b2 - a2 * b1) ** 2)
+        reach.append(math.floor(cutoff * area / volume + 0.5))
+    return reach
 
 
 def lattice_parameters(matrices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

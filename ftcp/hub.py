@@ -23,7 +23,6 @@ import json
 import logging
 import os
 import shutil
-import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
@@ -44,6 +43,7 @@ from huggingface_hub.file_download import http_get
 from huggingface_hub.utils import build_hf_headers, filter_repo_objects, get_token, validate_repo_id
 from tqdm.auto import tqdm
 
+from .errors import UserError
 from .io_utils import add_data_argument, resolve_data_root
 
 log = logging.getLogger(__name__)
@@ -71,17 +71,32 @@ KIND_FILES = {
 ALL_SPLITS = tuple(SPLIT_DIRS)
 ALL_KINDS = tuple(KIND_FILES)
 
-# What a checkpoint repository holds: configs, metrics, the scaler and the best weights. Embeddings and
-# assembled features (large, and reproducible from the weights) and resume checkpoints stay local.
-CHECKPOINT_IGNORE = ["*.npy", "*.npz", "last.pt", "*/last.pt", "*resume*", "*.partial", "*.tmp", ".download/*"]
-CHECKPOINT_FETCH = ["*.json", "best.pt", "*/best.pt", "README.md"]
+# What a checkpoint repository holds, and nothing else (an allow-list: a stray file in the SSL directory is never
+# uploaded): the normaliser fitted on SSL-train, the SSL split, the feature-table record (its ``ftcp_phase`` tells
+# `ftcp embed` how to featurize), an optional model card, and per block its best weights with their config and
+# metrics. Embeddings and assembled features (large, reproducible from the weights) and resume checkpoints
+# (last.pt) stay local.
+CHECKPOINT_BLOCK_FILES = ("best.pt", "config.json", "metrics.json")
+MODEL_CARD = "README.md"
+
+
+def checkpoint_repo_files() -> list[str]:
+    """Every path a checkpoint repository may hold, relative to its root (= the SSL directory)."""
+    from .embedding import FEATURES_INFO          # lazy: ftcp.ssl pulls in torch
+    from .layout import BLOCKS
+    from .ssl.data import NORMALIZER_FILE, SPLIT_FILE
+
+    return [NORMALIZER_FILE, SPLIT_FILE, FEATURES_INFO, MODEL_CARD,
+            *(f"{block.dirname}/{name}" for block in BLOCKS for name in CHECKPOINT_BLOCK_FILES)]
+
 
 TRANSIENT_STATUS = (408, 429, 500, 502, 503, 504)
 _CHUNK = 8 * 1024 * 1024
 
 
-class HubError(RuntimeError):
-    """A Hugging Face Hub operation failed; the message says why and what to do."""
+class HubError(UserError, RuntimeError):
+    """A Hugging Face Hub operation failed; the message says why and what to do (an expected error: the
+    command line shows it as one line)."""
 
 
 class OfflineError(HubError, ConnectionError):
@@ -489,8 +504,13 @@ def _download_one(root: Path, rel: str, repo_path: str, sibling, repo_id: str, c
 
 # --------------------------------------------------------------------------- checkpoints
 def _checkpoint_files(checkpoint_dir: Path) -> list[str]:
-    files = sorted(p.relative_to(checkpoint_dir).as_posix() for p in checkpoint_dir.rglob("*") if p.is_file())
-    return list(filter_repo_objects(files, ignore_patterns=CHECKPOINT_IGNORE))
+    """The files of ``checkpoint_dir`` that belong in a checkpoint repository (see ``checkpoint_repo_files``)."""
+    allowed = checkpoint_repo_files()
+    files = sorted(rel for rel in allowed if (checkpoint_dir / rel).is_file())
+    left_out = sum(1 for p in checkpoint_dir.rglob("*") if p.is_file()) - len(files)
+    if left_out:
+        log.info("%d file(s) of %s are not part of a checkpoint repository and stay local", left_out, checkpoint_dir)
+    return files
 
 
 def publish_checkpoints(
@@ -503,8 +523,9 @@ def publish_checkpoints(
 ) -> dict:
     """Upload a checkpoint directory (e.g. ``<root>/SSL``) to a model repository, creating it if needed.
 
-    Uploads configs/metrics (``*.json``), ``normalizer.json`` and the ``best.pt`` weights; embeddings,
-    feature arrays (``*.npy``/``*.npz``) and resume checkpoints (``last.pt``) are left out.
+    Uploads exactly ``checkpoint_repo_files()`` that exist: ``normalizer.json``, ``ssl_split.json``,
+    ``ssl_features.json``, ``README.md`` and per block ``best.pt``, ``config.json``, ``metrics.json``. Anything
+    else (embeddings, feature arrays, resume checkpoints, stray files) stays local.
     Returns ``{"repo_id", "commit", "commit_url", "files"}``.
     """
     checkpoint_dir = Path(checkpoint_dir)
@@ -524,8 +545,7 @@ def publish_checkpoints(
     try:
         api.create_repo(repo_id, repo_type="model", private=private, exist_ok=True)
         info = api.upload_folder(repo_id=repo_id, folder_path=checkpoint_dir, repo_type="model",
-                                 commit_message=commit_message, allow_patterns=files,
-                                 ignore_patterns=list(CHECKPOINT_IGNORE))
+                                 commit_message=commit_message, allow_patterns=files)
     except (httpx2.ConnectError, httpx2.TimeoutException, OfflineModeIsEnabled) as exc:
         raise _offline_error(endpoint, exc, "publishing the checkpoints") from exc
     except HfHubHTTPError as exc:
@@ -547,7 +567,7 @@ def fetch_checkpoints(
     timeout_s: float = 30.0,
 ) -> Path:
     """Local directory of checkpoints: an existing directory path is returned as is; otherwise
-    ``repo_id_or_path`` is a model repository, whose ``*.json`` and ``best.pt`` files are downloaded
+    ``repo_id_or_path`` is a model repository, whose ``checkpoint_repo_files()`` are downloaded
     (into the HF cache, or into ``local_dir``) and verified against the hub's checksums."""
     path = Path(repo_id_or_path).expanduser()
     if path.is_dir():
@@ -562,7 +582,7 @@ def fetch_checkpoints(
     info = _repo_info(api, repo_id, "model", revision, endpoint, retries, backoff_s, timeout_s,
                       "fetching the checkpoints", OFFLINE_FETCH_HINT)
     siblings = {s.rfilename: s for s in (info.siblings or [])}
-    wanted = sorted(filter_repo_objects(siblings, allow_patterns=CHECKPOINT_FETCH))
+    wanted = sorted(set(siblings).intersection(checkpoint_repo_files()))
     if not any(w.endswith(".pt") for w in wanted):
         raise NothingMatchedError(f"Model repo {repo_id} (commit {info.sha[:12]}) holds no best.pt checkpoint; "
                                   f"its files: {sorted(siblings) or 'none'}")
@@ -670,19 +690,11 @@ def register_cli(subparsers) -> None:
     p.set_defaults(func=_cmd_fetch)
 
 
-def _fail(exc: Exception) -> int:
-    print(f"error: {exc}", file=sys.stderr)
-    return 1
-
-
 def _cmd_download(args) -> int:
     root = resolve_data_root(args.data)
-    try:
-        manifest = download_dataset(root, repo_id=args.repo_id, splits=args.splits, kinds=args.kinds,
-                                    revision=args.revision, endpoint=args.endpoint, max_workers=args.max_workers,
-                                    retries=args.retries, strict=not args.allow_missing)
-    except (HubError, ValueError) as exc:
-        return _fail(exc)
+    manifest = download_dataset(root, repo_id=args.repo_id, splits=args.splits, kinds=args.kinds,
+                                revision=args.revision, endpoint=args.endpoint, max_workers=args.max_workers,
+                                retries=args.retries, strict=not args.allow_missing)
     files = manifest["files"]
     total = sum(f["size"] for f in files.values())
     print(f"{args.repo_id}@{manifest['commit'][:12]}: {len(files)} file(s), {total / 1e6:.1f} MB verified "
@@ -694,11 +706,8 @@ def _cmd_download(args) -> int:
 
 def _cmd_publish(args) -> int:
     checkpoint_dir = Path(args.checkpoint_dir) if args.checkpoint_dir else resolve_data_root(args.data) / "SSL"
-    try:
-        out = publish_checkpoints(checkpoint_dir, args.repo_id, endpoint=args.endpoint, private=args.private,
-                                  commit_message=args.message)
-    except (HubError, ValueError, FileNotFoundError) as exc:
-        return _fail(exc)
+    out = publish_checkpoints(checkpoint_dir, args.repo_id, endpoint=args.endpoint, private=args.private,
+                              commit_message=args.message)
     print(f"published {len(out['files'])} file(s) to {out['repo_id']} at commit {out['commit']}")
     for f in out["files"]:
         print(f"  {f}")
@@ -706,10 +715,6 @@ def _cmd_publish(args) -> int:
 
 
 def _cmd_fetch(args) -> int:
-    try:
-        folder = fetch_checkpoints(args.repo_id, revision=args.revision, endpoint=args.endpoint,
-                                   local_dir=args.out)
-    except (HubError, ValueError) as exc:
-        return _fail(exc)
+    folder = fetch_checkpoints(args.repo_id, revision=args.revision, endpoint=args.endpoint, local_dir=args.out)
     print(folder)
     return 0

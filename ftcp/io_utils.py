@@ -5,11 +5,14 @@ import argparse
 import hashlib
 import json
 import os
+import pickle
 import tempfile
 from pathlib import Path
 from typing import Iterable
 
 import numpy as np
+
+from .errors import UserError
 
 #: Environment variable that overrides the default data root.
 DATA_ENV = "CRYS_REP_DATA"
@@ -19,12 +22,17 @@ DEFAULT_DATA_ROOT = "Data"
 def resolve_data_root(root: str | os.PathLike | None = None) -> Path:
     """The data root: ``root`` if given, else ``$CRYS_REP_DATA``, else ``Data`` (relative to cwd).
 
-    Every command and library function that needs the data root calls this one function.
+    Every command and library function that needs the data root calls this one function.  A data root
+    that exists but is not a folder is a ``UserError``.
     """
     if root is not None and str(root) != "":
-        return Path(root)
-    env = os.environ.get(DATA_ENV, "")
-    return Path(env) if env else Path(DEFAULT_DATA_ROOT)
+        path = Path(root)
+    else:
+        env = os.environ.get(DATA_ENV, "")
+        path = Path(env) if env else Path(DEFAULT_DATA_ROOT)
+    if path.exists() and not path.is_dir():
+        raise UserError(f"data root {path} is a file, not a folder (--data DIR / ${DATA_ENV} names a folder)")
+    return path
 
 
 def add_data_argument(parser: argparse.ArgumentParser, top_level: bool = False) -> None:
@@ -58,7 +66,10 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     """Write ``data`` to ``path`` via a temporary file + fsync + rename (never a half-written file)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:   # name the file the user asked for, not the temporary one
+        raise type(exc)(exc.errno, exc.strerror, str(path)) from exc
     try:
         os.chmod(tmp, 0o666 & ~_umask())   # mkstemp makes 0600; give the usual permissions
         with os.fdopen(fd, "wb") as fh:
@@ -143,3 +154,56 @@ def utc_now() -> str:
     from datetime import datetime, timezone
 
     return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class _IdArrayUnpickler(pickle.Unpickler):
+    """Unpickles a numpy object array and nothing else: the only globals it resolves are those numpy's own
+    pickle of an ndarray of ``str`` / ``numpy.str_`` uses (array and dtype reconstruction, numpy scalars), so
+    a crafted file cannot call anything else (``os.system``, ``eval``...)."""
+
+    _ALLOWED = {(module, name) for module in ("numpy._core.multiarray", "numpy.core.multiarray")
+                for name in ("_reconstruct", "scalar")} | {("numpy", "ndarray"), ("numpy", "dtype")}
+
+    def find_class(self, module, name):
+        if (module, name) not in self._ALLOWED:
+            raise pickle.UnpicklingError(f"it calls {module}.{name}, which a plain array of strings never does")
+        return super().find_class(module, name)
+
+
+_NPY_HEADER_READERS = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0,
+                       (3, 0): np.lib.format.read_array_header_2_0}   # 3.0 = 2.0 with a UTF-8 header
+
+
+def load_id_array(path: str | os.PathLike) -> np.ndarray:
+    """Material IDs of a ``.npy`` file as a (n,) unicode array, without ever running code from the file.
+
+    A plain string array is read with ``allow_pickle=False``.  Upstream files hold pickled *object* arrays of
+    ``str``; those go through a restricted unpickler that builds a numpy array and nothing else, and every
+    element must then be a string.  Anything else (a crafted pickle, other objects) is a ``UserError``.
+    """
+    path = Path(path)
+    try:
+        return as_id_array(np.load(path, allow_pickle=False), str(path))
+    except (ValueError, EOFError) as exc:
+        if "allow_pickle" not in str(exc):      # not an object array: a bad or truncated file
+            raise UserError(f"{path}: not a readable array of material IDs ({exc})") from exc
+    with open(path, "rb") as fh:
+        version = np.lib.format.read_magic(fh)
+        reader = _NPY_HEADER_READERS.get(version)
+        if reader is None:
+            raise UserError(f"{path}: unsupported .npy format version {version}")
+        reader(fh)   # the pickle starts right after the header
+        try:
+            arr = _IdArrayUnpickler(fh, encoding="ASCII").load()
+        except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError) as exc:
+            raise UserError(f"{path}: refused to read the material IDs: {exc} (only arrays of strings are read; "
+                            "the file may be corrupt or tampered with)") from exc
+    if not isinstance(arr, np.ndarray):
+        raise UserError(f"{path}: refused to read the material IDs: the file holds a {type(arr).__name__}, "
+                        "not an array")
+    if arr.dtype == object:
+        for i, value in enumerate(arr.reshape(-1).tolist()):
+            if not isinstance(value, (str, bytes)):
+                raise UserError(f"{path}: refused to read the material IDs: element {i} is of type "
+                                f"{type(value).__name__}, not a string")
+    return as_id_array(arr, str(path))

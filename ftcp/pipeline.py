@@ -53,6 +53,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 
+from .errors import UserError, traceback_wanted
 from .io_utils import atomic_write_json, read_json, sha256_file
 
 STATE_FILE = "pipeline_state.json"
@@ -81,7 +82,7 @@ SYNTHETIC_BANNER = ("SYNTHETIC DEMO DATA (ftcp.demo_data): prototype crystals wi
                     "result or comparable to the paper's.")
 
 
-class PipelineError(RuntimeError):
+class PipelineError(UserError, RuntimeError):
     """A stage could not run or failed; the message is one line that says which and why."""
 
 
@@ -253,7 +254,7 @@ def run_stages(stages: list[Stage], ctx: Context, selected: list[str] | None = N
                 msg = str(exc.code) if not isinstance(exc.code, int) else f"exit status {exc.code}"
                 _fail(ctx, stage, key, old, t, msg)
             except Exception as exc:  # noqa: BLE001 - recorded, then re-raised as one line
-                if os.environ.get("FTCP_TRACEBACK"):
+                if traceback_wanted():
                     raise
                 _fail(ctx, stage, key, old, t, _one_line(exc))
             seconds = time.perf_counter() - t

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .errors import UserError
 from .io_utils import (add_data_argument, atomic_write_json, json_dumps, read_json,
                        resolve_data_root, sha256_file, write_id_list)
 
@@ -122,12 +123,9 @@ def _ids_sha(ids) -> str:
     return hashlib.sha256("".join(f"{i}\n" for i in ids).encode("utf-8")).hexdigest()
 
 
-def write_split(directory, train_ids, test_ids, info: dict, overwrite: bool = False) -> tuple[dict, str]:
-    """Write ``train_ids.txt``, ``test_ids.txt`` and ``split.json`` into ``directory``.
-
-    Returns (the split.json content, status) where status is "written" or "unchanged".
-    Refuses to replace a different existing split unless ``overwrite``.
-    """
+def _planned_split(directory, train_ids, test_ids, info: dict, overwrite: bool) -> tuple[dict, str]:
+    """The split.json content of a split and what writing it would do ("written" or "unchanged"); raises
+    before anything is written when the split is invalid or would replace a different one without ``overwrite``."""
     directory = Path(directory)
     train_ids, test_ids = list(train_ids), list(test_ids)
     both = set(train_ids)
@@ -152,11 +150,38 @@ def write_split(directory, train_ids, test_ids, info: dict, overwrite: bool = Fa
         if not overwrite:
             raise FileExistsError(f"{directory} holds a different split; pass overwrite=True "
                                   "(CLI: --overwrite) to replace it")
+    return meta, "written"
+
+
+def write_split(directory, train_ids, test_ids, info: dict, overwrite: bool = False) -> tuple[dict, str]:
+    """Write ``train_ids.txt``, ``test_ids.txt`` and ``split.json`` into ``directory``.
+
+    Returns (the split.json content, status) where status is "written" or "unchanged".
+    Refuses to replace a different existing split unless ``overwrite``.
+    """
+    meta, status = _planned_split(directory, train_ids, test_ids, info, overwrite)
+    if status == "written":
+        _write_planned(Path(directory), train_ids, test_ids, meta)
+    return meta, status
+
+
+def _write_planned(directory: Path, train_ids, test_ids, meta: dict) -> None:
     directory.mkdir(parents=True, exist_ok=True)
     write_id_list(directory / "train_ids.txt", train_ids)
     write_id_list(directory / "test_ids.txt", test_ids)
-    atomic_write_json(meta_path, meta)
-    return meta, "written"
+    atomic_write_json(directory / "split.json", meta)
+
+
+def check_split_arguments(test_percents, group_test_fraction) -> None:
+    """Refuse bad split arguments before anything is computed or written."""
+    bad = [p for p in test_percents if isinstance(p, bool) or int(p) != p or not 0 < p < 100]
+    if bad:
+        raise UserError(f"test percents must be whole numbers in 1..99, got {bad}")
+    if len(set(test_percents)) != len(test_percents):
+        raise UserError(f"test percents repeat: {list(test_percents)}")
+    if group_test_fraction is not None and not 0.0 < group_test_fraction < 1.0:
+        raise UserError(f"the group test fraction must be in (0, 1) (or 0 to skip the group split), "
+                        f"got {group_test_fraction}")
 
 
 def make_splits(root=None, seed: int = DEFAULT_SEED, test_percents=RANDOM_TEST_PERCENTS,
@@ -164,12 +189,16 @@ def make_splits(root=None, seed: int = DEFAULT_SEED, test_percents=RANDOM_TEST_P
                 overwrite: bool = False) -> dict[str, dict]:
     """Write every random split and the formula-group split of the native store at ``root``.
 
+    All arguments are checked and every split is computed (and checked against existing files) before
+    the first file is written: a bad argument or a conflicting split leaves the store as it was.
     Returns {split name: split.json content (+ "status")}.
     """
     import sklearn
 
     from .dataset import open_dataset
 
+    test_percents = list(test_percents)
+    check_split_arguments(test_percents, group_test_fraction or None)
     ds = open_dataset(root)
     if ds.layout != "native":
         raise ValueError(f"{ds.root} is an upstream-layout dataset; its splits are fixed. "
@@ -178,14 +207,15 @@ def make_splits(root=None, seed: int = DEFAULT_SEED, test_percents=RANDOM_TEST_P
     store = {"material_ids_sha256": sha256_file(ds.root / "material_ids.npy"), "n": int(len(ids))}
     common = {"seed": int(seed), "store": store, "sklearn_version": sklearn.__version__,
               "id_order": "store order (material_ids.npy)"}
-    results: dict[str, dict] = {}
+    planned = []    # (name, folder, train, test, split.json content, status)
     for pct in test_percents:
         train, test = random_split(ids, pct / 100.0, seed)
         info = dict(common, name=random_split_name(pct), method="random",
                     requested_test_fraction=pct / 100.0,
                     description="sklearn.model_selection.train_test_split(shuffle=True, random_state=seed)")
-        meta, status = write_split(split_dir(ds.root, random_split_name(pct)), train, test, info, overwrite)
-        results[random_split_name(pct)] = dict(meta, status=status)
+        folder = split_dir(ds.root, random_split_name(pct))
+        planned.append((random_split_name(pct), folder, train, test,
+                        *_planned_split(folder, train, test, info, overwrite)))
     if group_test_fraction:
         formulas = ds.part(ids=ids).formulas()
         missing = formulas == ""
@@ -200,8 +230,13 @@ def make_splits(root=None, seed: int = DEFAULT_SEED, test_percents=RANDOM_TEST_P
                     n_missing_formula=int(missing.sum()),
                     description="sklearn.model_selection.GroupShuffleSplit(n_splits=1, random_state=seed), "
                                 "groups = reduced formula")
-        meta, status = write_split(split_dir(ds.root, GROUP_NAME), train, test, info, overwrite)
-        results[GROUP_NAME] = dict(meta, status=status)
+        folder = split_dir(ds.root, GROUP_NAME)
+        planned.append((GROUP_NAME, folder, train, test, *_planned_split(folder, train, test, info, overwrite)))
+    results: dict[str, dict] = {}
+    for name, folder, train, test, meta, status in planned:
+        if status == "written":
+            _write_planned(folder, train, test, meta)
+        results[name] = dict(meta, status=status)
     return results
 
 
@@ -228,7 +263,10 @@ def register_cli(subparsers) -> None:
 
 
 def _cli_split(args) -> int:
-    percents = [int(x) for x in args.test_percents.split(",") if x.strip()]
+    try:
+        percents = [int(x) for x in args.test_percents.split(",") if x.strip()]
+    except ValueError:
+        raise UserError(f"--test-percents expects comma-separated whole numbers, got {args.test_percents!r}") from None
     results = make_splits(resolve_data_root(getattr(args, "data", None)), seed=args.seed,
                           test_percents=percents, group_test_fraction=args.group_test_fraction or None,
                           overwrite=args.overwrite)

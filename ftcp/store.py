@@ -55,7 +55,9 @@ import shutil
 import sys
 import time
 import warnings
+import zlib
 from collections import Counter, deque
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -64,6 +66,7 @@ from typing import Callable, Iterator, Sequence
 import numpy as np
 
 from . import layout as L
+from .errors import UserError
 from .featurizer import PHASES, REJECT_REASONS as _FEATURIZER_REASONS, RejectedStructure
 from .featurizer import crystal_from_structure, featurize_crystals
 from .io_utils import (add_data_argument, atomic_write_json, fsync_file, json_dumps, read_json,
@@ -182,10 +185,48 @@ def _clean_id(v) -> str:
     return str(v).strip()
 
 
+def _read_failure(exc: BaseException) -> str | None:
+    """Why an input file could not be read, for a one-line error; None when ``exc`` is no reading problem."""
+    import lzma
+    import zipfile
+
+    import pandas as pd
+
+    if isinstance(exc, (lzma.LZMAError, zipfile.BadZipFile)):
+        return f"corrupt compressed data ({exc})"
+    if isinstance(exc, EOFError):
+        return f"the file ends early: it is truncated (an interrupted download or copy?) ({exc})"
+    if isinstance(exc, zlib.error) or (isinstance(exc, OSError) and exc.filename is None):
+        return f"corrupt or not compressed as its name says ({exc})"     # gzip.BadGzipFile, bz2/lzma errors
+    if isinstance(exc, pd.errors.EmptyDataError):
+        return "the file is empty"
+    if isinstance(exc, pd.errors.ParserError):
+        return f"not a readable CSV, perhaps truncated inside a quoted field ({' '.join(str(exc).split())})"
+    if isinstance(exc, UnicodeDecodeError):
+        return f"not UTF-8 text ({exc})"
+    if isinstance(exc, json.JSONDecodeError):
+        return f"not valid JSON, perhaps truncated ({exc})"
+    return None
+
+
+@contextmanager
+def _reading(path: Path):
+    """Turn a failure to read input file ``path`` into one ``UserError`` naming the file and the cause.  The
+    whole input is read before the first row is processed, so such a failure never loses rows silently."""
+    try:
+        yield
+    except Exception as exc:  # noqa: BLE001 - only reading problems are translated, the rest re-raised
+        why = _read_failure(exc)
+        if why is None:
+            raise
+        raise UserError(f"{path}: {why}") from exc
+
+
 def _read_labels_table(path: Path, label_map, id_column: str = "material_id"):
     import pandas as pd
 
-    df = pd.read_csv(path, dtype=str, keep_default_na=False)
+    with _reading(path):
+        df = pd.read_csv(path, dtype=str, keep_default_na=False)
     if id_column not in df.columns:
         raise ValueError(f"{path}: no {id_column!r} column")
     ids = df[id_column].map(_clean_id)
@@ -202,25 +243,28 @@ def _read_labels_table(path: Path, label_map, id_column: str = "material_id"):
 def _csv_input(path: Path, label_map, id_column: str, cif_column: str) -> _Input:
     import pandas as pd
 
-    header = list(pd.read_csv(path, nrows=0).columns)
+    with _reading(path):
+        header = list(pd.read_csv(path, nrows=0).columns)
     for col, what in ((id_column, "material ID"), (cif_column, "CIF")):
         if col not in header:
             raise ValueError(f"{path}: no {col!r} column ({what}); columns are {header}")
     targets = resolve_label_columns([c for c in header if c not in (id_column, cif_column)], label_map)
-    ids = [_clean_id(v) for v in pd.read_csv(path, usecols=[id_column], dtype=str,
-                                               keep_default_na=False)[id_column]]
+    with _reading(path):     # reads the whole file: a truncated one fails here, before anything is built
+        ids = [_clean_id(v) for v in pd.read_csv(path, usecols=[id_column], dtype=str,
+                                                   keep_default_na=False)[id_column]]
     usecols = [id_column, cif_column] + [c for c in dict.fromkeys(targets.values())]
 
     def chunks(chunk_size: int, start_chunk: int) -> Iterator[list[Record]]:
-        reader = pd.read_csv(path, usecols=usecols, dtype=str, keep_default_na=False, chunksize=chunk_size)
-        for k, df in enumerate(reader):
-            if k < start_chunk:
-                continue
-            base = k * chunk_size
-            cifs = df[cif_column].tolist()
-            label_cols = {name: df[col].tolist() for name, col in targets.items()}
-            yield [Record(base + j, ids[base + j], "cif", cifs[j],
-                          {name: vals[j] for name, vals in label_cols.items()}) for j in range(len(df))]
+        with _reading(path):
+            reader = pd.read_csv(path, usecols=usecols, dtype=str, keep_default_na=False, chunksize=chunk_size)
+            for k, df in enumerate(reader):
+                if k < start_chunk:
+                    continue
+                base = k * chunk_size
+                cifs = df[cif_column].tolist()
+                label_cols = {name: df[col].tolist() for name, col in targets.items()}
+                yield [Record(base + j, ids[base + j], "cif", cifs[j],
+                              {name: vals[j] for name, vals in label_cols.items()}) for j in range(len(df))]
 
     ignored = [c for c in header if c not in targets.values() and c not in (id_column, cif_column, "formula")]
     return _Input("csv", path, ids, targets, ignored, sha256_file(path), chunk_reader=chunks)
@@ -258,7 +302,7 @@ def _cif_dir_input(path: Path, labels_csv, label_map) -> _Input:
 
 
 def _json_input(path: Path, labels_csv, label_map) -> _Input:
-    with open(path, encoding="utf-8") as fh:
+    with _reading(path), open(path, encoding="utf-8") as fh:
         data = json.load(fh)
     items: list[dict]
     if isinstance(data, dict):
@@ -360,12 +404,16 @@ def parse_payload(task: tuple[str, object]):
 
 
 def _worker_init(parent_pid: int | None = None):
+    import signal
+
     warnings.simplefilter("ignore")
+    # Ctrl-C reaches the whole process group: the parent stops the build (one line, resumable); a worker
+    # must not die with a traceback of its own
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     # die with the parent: a killed build must not leave orphaned parser processes behind
     if sys.platform.startswith("linux"):
         try:
             import ctypes
-            import signal
 
             ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)   # PR_SET_PDEATHSIG
         except (OSError, AttributeError):
@@ -452,7 +500,10 @@ class _Writer:
 
 def _csv_line(values) -> str:
     buf = io.StringIO()
-    csv.writer(buf, lineterminator="\n").writerow(values)
+    # a lone "\r" is no special character to a writer that ends lines with "\n", but every reader breaks the
+    # row there: quote such a line in full (other lines keep the minimal quoting, byte for byte)
+    quoting = csv.QUOTE_ALL if any("\r" in str(v) for v in values) else csv.QUOTE_MINIMAL
+    csv.writer(buf, lineterminator="\n", quoting=quoting).writerow(values)
     return buf.getvalue()
 
 
@@ -483,6 +534,8 @@ def build_store(source, root=None, *, kind: str | None = None, labels_csv=None,
     root = resolve_data_root(root)
     t0 = time.perf_counter()
     inp = open_input(source, kind, labels_csv, label_map, id_column, cif_column)
+    if inp.n_rows == 0:
+        raise UserError(f"{inp.path} holds no crystals (no data rows); nothing was built and {root} is unchanged")
     required = _require(require_labels, inp.targets)
     fingerprint = {
         "format": STORE_FORMAT, "format_version": STORE_FORMAT_VERSION, "layout_version": L.LAYOUT_VERSION,
@@ -522,9 +575,22 @@ def build_store(source, root=None, *, kind: str | None = None, labels_csv=None,
 
     if journal["status"] == "running":
         _process_chunks(inp, journal, work, phase, workers, chunk_size, required, progress, _test_hook)
+        if journal["rows_written"] == 0:
+            _refuse_empty_store(inp, journal, work, root)
         _finalize(inp, journal, work, root, required, workers, __version__, t0, _test_hook)
     manifest = _move_into_place(journal, work, root, _test_hook)
     return manifest
+
+
+def _refuse_empty_store(inp: _Input, journal: dict, work: Path, root: Path) -> None:
+    """Every input row was rejected: a store of zero crystals is never written (nor does it replace a store)."""
+    with open(work / "rejects.csv.part", encoding="utf-8", newline="") as fh:
+        first = next(csv.reader(fh), None)          # material_id, reason, detail, input_row
+    shutil.rmtree(work)
+    reasons = ", ".join(f"{code} {n}" for code, n in sorted(journal["rejected"].items(), key=lambda kv: -kv[1]))
+    example = f"; e.g. input row {first[3]} ({first[0] or 'no ID'}): {first[1]}: {first[2]}" if first else ""
+    raise UserError(f"none of the {inp.n_rows} input rows of {inp.path} was accepted ({reasons}){example}; "
+                    f"no store was written and {root} is unchanged")
 
 
 def _precheck(rec: Record, first_row: dict, targets: list[str], required: list[str], blank: Counter):

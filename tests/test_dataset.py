@@ -6,6 +6,8 @@ import pytest
 
 from ftcp import layout as L
 from ftcp.dataset import open_dataset, write_upstream_layout
+from ftcp.errors import UserError
+from ftcp.io_utils import load_id_array
 from ftcp.splits import make_splits
 from store_helpers import make_native_store
 
@@ -91,15 +93,23 @@ def test_no_dataset_is_a_clear_error(tmp_path):
         open_dataset(tmp_path)
 
 
+def _stored_dtype(path) -> np.dtype:
+    """The dtype a .npy header declares (read without loading the data)."""
+    with open(path, "rb") as fh:
+        np.lib.format.read_magic(fh)
+        return np.lib.format.read_array_header_1_0(fh)[2]
+
+
 def test_upstream_layout_gives_the_same_view(native, tmp_path):
     nat = open_dataset(native)
     up_root = write_upstream_layout(nat, tmp_path / "upstream", seed=3, ftcp_dtype=np.float64)
     # the fixture really shuffles: FTCP, label and SSL ID orders differ
     f = up_root / "Splitted_Data" / "Split_10Test_90Train" / "Train"
-    a = np.load(f / "Train_FTCP_Material_IDs.npy", allow_pickle=True)
-    b = np.load(f / "Train_Material_IDs.npy", allow_pickle=True)
-    c = np.load(f / "Train_Extracted_Features_Material_IDs.npy", allow_pickle=True)
-    assert a.dtype == object and list(a) != list(b) and list(a) != list(c) and set(a) == set(b) == set(c)
+    a = load_id_array(f / "Train_FTCP_Material_IDs.npy")
+    b = load_id_array(f / "Train_Material_IDs.npy")
+    c = load_id_array(f / "Train_Extracted_Features_Material_IDs.npy")
+    assert _stored_dtype(f / "Train_FTCP_Material_IDs.npy") == object      # pickled, like upstream's
+    assert list(a) != list(b) and list(a) != list(c) and set(a) == set(b) == set(c)
 
     up = open_dataset(up_root)
     assert up.layout == "upstream"
@@ -129,7 +139,7 @@ def test_upstream_layout_gives_the_same_view(native, tmp_path):
 def test_upstream_id_mismatch_raises(native, tmp_path):
     up_root = write_upstream_layout(open_dataset(native), tmp_path / "up", splits=["random_10"], seed=1)
     f = up_root / "Splitted_Data" / "Split_10Test_90Train" / "Test"
-    lab = np.load(f / "Test_Material_IDs.npy", allow_pickle=True)
+    lab = load_id_array(f / "Test_Material_IDs.npy").astype(object)
     # a label-ID array that lacks one FTCP ID (replaced by a stranger)
     bad = lab.copy()
     bad[0] = "mp-999999"
@@ -138,7 +148,7 @@ def test_upstream_id_mismatch_raises(native, tmp_path):
     with pytest.raises(ValueError, match="missing"):
         part.labels(["formation_energy"])
     # duplicated IDs in the FTCP ID array
-    ftcp_ids = np.load(f / "Test_FTCP_Material_IDs.npy", allow_pickle=True)
+    ftcp_ids = load_id_array(f / "Test_FTCP_Material_IDs.npy").astype(object)
     dup = ftcp_ids.copy()
     dup[1] = dup[0]
     np.save(f / "Test_FTCP_Material_IDs.npy", dup, allow_pickle=True)
@@ -149,3 +159,39 @@ def test_upstream_id_mismatch_raises(native, tmp_path):
             allow_pickle=True)
     with pytest.raises(ValueError, match="rows but"):
         open_dataset(up_root).part("random_10", "test").ftcp()
+
+
+class _RunsCode:
+    """Unpickling this runs a shell command: what a crafted upstream ID file could do."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        import os
+        return os.system, (f"touch {self.marker}",)
+
+
+@pytest.mark.parametrize("victim", ["Test_Material_IDs.npy", "Test_FTCP_Material_IDs.npy"])
+def test_crafted_pickle_in_an_upstream_id_file_is_refused_and_never_run(native, tmp_path, victim):
+    up_root = write_upstream_layout(open_dataset(native), tmp_path / "up", splits=["random_10"], seed=1)
+    f = up_root / "Splitted_Data" / "Split_10Test_90Train" / "Test"
+    marker = tmp_path / "code_ran"
+    ids = load_id_array(f / victim)
+    np.save(f / victim, np.array([_RunsCode(marker), *ids[1:]], dtype=object), allow_pickle=True)
+    with pytest.raises(UserError, match=f"{victim}: refused to read the material IDs.*posix.system"):
+        open_dataset(up_root).part("random_10", "test").labels(["formation_energy"])
+    assert not marker.exists()
+    # a pickle that is not even an array, and an object array holding something other than strings
+    np.save(f / victim, np.array([3, *ids[1:]], dtype=object), allow_pickle=True)
+    with pytest.raises(UserError, match="element 0 is of type int"):
+        load_id_array(f / victim)
+
+
+def test_native_material_ids_are_never_unpickled(native, tmp_path):
+    marker = tmp_path / "code_ran"
+    ids = np.load(native / "material_ids.npy")
+    np.save(native / "material_ids.npy", np.array([_RunsCode(marker), *ids[1:]], dtype=object), allow_pickle=True)
+    with pytest.raises(UserError, match="material_ids.npy"):
+        open_dataset(native)
+    assert not marker.exists()

@@ -11,7 +11,8 @@ from pymatgen.core import DummySpecies, Lattice, Species, Structure
 
 import ftcp
 from ftcp import layout as L
-from ftcp.featurizer import (RejectedStructure, check_structure, crystal_from_structure,
+from ftcp.featurizer import (MIN_SITE_DISTANCE, RejectedStructure, check_structure, closest_sites_below,
+                             crystal_from_structure,
                              featurize_crystals, reciprocal_points)
 
 from conftest import REPO
@@ -169,6 +170,11 @@ def _vacancy():
     (lambda: Structure(Lattice([[np.nan, 0, 0], [0, 1, 0], [0, 0, 1]]), ["Na"], [[0, 0, 0]]), "bad_lattice"),
     (lambda: Structure(Lattice([[np.inf, 0, 0], [0, 1, 0], [0, 0, 1]]), ["Na"], [[0, 0, 0]]), "bad_lattice"),
     (lambda: Structure(Lattice.cubic(4), ["Na"], [[np.nan, 0, 0]]), "bad_coordinates"),
+    (lambda: Structure(Lattice.cubic(4), ["Na", "Cl"], [[0, 0, 0], [0.0001 / 4, 0, 0]]), "overlapping_sites"),
+    (lambda: Structure(Lattice.cubic(4), ["Na", "Na"], [[0.99999, 0.5, 0.5], [0.00001, 0.5, 0.5]]),
+     "overlapping_sites"),                                                      # across the cell boundary
+    (lambda: Structure(Lattice([[5, 0, 0], [4.9, 0.3, 0], [0, 0, 5]]), ["Na"], [[0, 0, 0]]),
+     "overlapping_sites"),                            # a_2 - a_1 is 0.32 Angstrom: the site overlaps its image
 ])
 def test_rejections_have_reasons(make, code):
     s = make()
@@ -180,6 +186,55 @@ def test_rejections_have_reasons(make, code):
         ftcp.featurize([rocksalt(), s])
 
 
+def _closest_by_brute_force(frac, matrix, reach=4):
+    shifts = np.stack(np.meshgrid(*[np.arange(-reach, reach + 1)] * 3, indexing="ij"), -1).reshape(-1, 3)
+    best = np.inf
+    for i in range(len(frac)):
+        for j in range(i, len(frac)):
+            cart = (frac[i] - frac[j] + shifts) @ matrix
+            dist = np.sqrt((cart ** 2).sum(1))
+            if i == j:
+                dist = dist[shifts.any(1)]
+            best = min(best, dist.min())
+    return best
+
+
+def test_closest_sites_matches_brute_force_on_skewed_cells():
+    rng = np.random.default_rng(7)
+    for trial in range(60):
+        skew = rng.normal(0, 1.5 if trial % 2 else 0.3, (3, 3))
+        matrix = np.diag(rng.uniform(1.0, 4.0, 3)) + np.triu(skew, 1)     # some cells very oblique
+        frac = rng.uniform(-1.5, 1.5, (int(rng.integers(1, 7)), 3))       # not wrapped into the cell
+        truth = _closest_by_brute_force(frac, matrix)
+        for cutoff in (0.5, 1.0, 2.5):
+            got = closest_sites_below(frac, matrix, cutoff)
+            assert (got is not None) == (truth < cutoff), (trial, cutoff, got, truth)
+            if got is not None:        # the closest pair, or a lattice vector shorter than the cutoff
+                assert got[2] == pytest.approx(truth, abs=1e-9) or (got[0] == got[1] and truth <= got[2] < cutoff)
+
+
+def test_closest_sites_on_oblique_and_nearly_flat_bases():
+    # an unreduced basis of a plain 5 Angstrom cubic lattice: same answer as the cubic basis, no image explosion
+    frac = np.array([[0.0, 0.0, 0.0], [0.5, 0.5, 0.5]])
+    cubic = np.eye(3) * 5.0
+    oblique = np.array([[5.0, 0, 0], [5000.0, 5.0, 0], [0, 0, 5.0]])       # a_2 + 1000 a_1
+    on_oblique = frac @ cubic @ np.linalg.inv(oblique)
+    assert closest_sites_below(frac, cubic, 5.0)[2] == pytest.approx(5 * np.sqrt(3) / 2)
+    assert closest_sites_below(on_oblique, oblique, 5.0)[2] == pytest.approx(5 * np.sqrt(3) / 2)
+    assert closest_sites_below(on_oblique, oblique, 0.5) is None
+    # vectors of 3.5 Angstrom spanning a cell of 2.5e-4 A^3: a lattice vector of 2e-5 Angstrom, found at once
+    flat = np.array([[5.0, 0, 0], [0, 5.0, 0], [2.5, 2.5, 1e-5]])
+    i, j, distance = closest_sites_below(np.random.default_rng(0).random((100, 3)), flat, 0.5)
+    assert i == j and distance == pytest.approx(2e-5)
+    assert check_structure(Structure(Lattice(flat), ["Na"], [[0, 0, 0]])) == "overlapping_sites"
+
+
+def test_genuine_short_bonds_are_not_overlaps():
+    # H2-like pair at 0.74 Angstrom, the shortest bond there is: kept
+    h2 = Structure(Lattice.cubic(5), ["H", "H"], [[0, 0, 0], [0.74 / 5, 0, 0]])
+    assert MIN_SITE_DISTANCE < 0.74 and check_structure(h2) is None
+
+
 def test_oxidation_state_species_featurize_like_elements():
     ions = Structure(Lattice.cubic(5.64), [Species("Na", 1), Species("Cl", -1)], [[0, 0, 0], [.5, .5, .5]])
     plain = Structure(Lattice.cubic(5.64), ["Na", "Cl"], [[0, 0, 0], [.5, .5, .5]])
@@ -188,7 +243,8 @@ def test_oxidation_state_species_featurize_like_elements():
 
 def test_eligible_limits_are_inclusive():
     four = Structure(Lattice.cubic(8), ["Li", "Na", "K", "H"], [[0, 0, 0], [.5, 0, 0], [0, .5, 0], [0, 0, .5]])
-    hundred = Structure(Lattice.cubic(20), ["Cu"] * 100, np.random.default_rng(1).random((100, 3)))
+    grid = [[i / 5, j / 5, k / 4] for i in range(5) for j in range(5) for k in range(4)]   # no two sites overlap
+    hundred = Structure(Lattice.cubic(20), ["Cu"] * 100, grid)
     fm = Structure(Lattice.cubic(5), ["Fm", "O"], [[0, 0, 0], [.5, .5, .5]])
     assert [check_structure(s) for s in (four, hundred, fm)] == [None, None, None]
     assert ftcp.featurize([four, hundred, fm]).shape == (3, 400, 63)

@@ -411,6 +411,23 @@ def test_publish_then_fetch_round_trip(fake_hub, ssl_dir, tmp_path):
         assert all(torch.equal(state[k], expected[k]) for k in expected)
 
 
+def test_publish_uploads_only_the_allow_list(fake_hub, ssl_dir):
+    # stray files of every kind a deny-list would let through
+    (ssl_dir / "notes.txt").write_text("my private notes")
+    (ssl_dir / ".env").write_text("HF_TOKEN=hf_secret")
+    (ssl_dir / "block1_element_matrix" / "debug.log").write_text("log")
+    (ssl_dir / "block1_element_matrix" / "best.pt.bak").write_bytes(b"old weights")
+    (ssl_dir / "scratch").mkdir()
+    (ssl_dir / "scratch" / "config.json").write_text("{}")
+    (ssl_dir / "block9_unknown").mkdir()
+    (ssl_dir / "block9_unknown" / "best.pt").write_bytes(b"not a block of the layout")
+    (ssl_dir / "ssl_features.json").write_text(json.dumps({"ftcp_phase": "linear"}))
+    out = H.publish_checkpoints(ssl_dir, "tester/ssl", endpoint=fake_hub.url, token=DEFAULT_TOKEN)
+    assert out["files"] == sorted(PUBLISHED + ["ssl_features.json"])
+    assert sorted(set(fake_hub.files("tester/ssl")) - {".gitattributes"}) == out["files"]
+    assert set(out["files"]) <= set(H.checkpoint_repo_files())
+
+
 def test_fetch_rejects_corrupted_checkpoint(fake_hub, ssl_dir, tmp_path):
     repo = "tester/ssl"
     H.publish_checkpoints(ssl_dir, repo, endpoint=fake_hub.url, token=DEFAULT_TOKEN)
@@ -499,6 +516,8 @@ def test_cli_end_to_end(parser, dataset_hub, upstream_files, ssl_dir, tmp_path, 
     assert capsys.readouterr().out.strip().endswith("fetched")
     assert (tmp_path / "fetched/block1_element_matrix/best.pt").is_file()
 
-    args = parser.parse_args(["download", "--endpoint", f"http://127.0.0.1:{_closed_port()}"])
-    assert args.func(args) == 1
-    assert "Cannot reach" in capsys.readouterr().err
+    from ftcp.cli import main   # the error boundary turns the hub's error into one line and status 1
+
+    assert main(["download", "--endpoint", f"http://127.0.0.1:{_closed_port()}"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("ftcp download: error: Cannot reach") and "Traceback" not in err

@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 
 from ftcp.dataset import open_dataset
+from ftcp.errors import UserError
 from ftcp.io_utils import read_id_list, read_json, sha256_file
 from ftcp.splits import group_split, make_splits, random_split, split_dir
 from store_helpers import make_native_store
@@ -92,3 +93,28 @@ def test_group_split_on_real_formulas(mp36k_csv):
     assert {f[i] for i in tr}.isdisjoint({f[i] for i in te})
     assert len(tr) + len(te) == len(df)
     assert 0.07 < len(te) / len(df) < 0.13
+
+
+@pytest.mark.parametrize("kwargs,message", [
+    ({"group_test_fraction": 2}, "group test fraction must be in"),
+    ({"group_test_fraction": -0.1}, "group test fraction must be in"),
+    ({"test_percents": (10, 100)}, "whole numbers in 1..99"),
+    ({"test_percents": (10, 12.5)}, "whole numbers in 1..99"),
+    ({"test_percents": (10, 10)}, "repeat"),
+])
+def test_bad_arguments_write_nothing(tmp_path, kwargs, message):
+    root = make_native_store(tmp_path / "s", n=40)
+    before = sorted(p.relative_to(root) for p in root.rglob("*"))
+    with pytest.raises(UserError, match=message):
+        make_splits(root, **kwargs)
+    assert sorted(p.relative_to(root) for p in root.rglob("*")) == before
+
+
+def test_a_conflicting_split_is_found_before_any_file_is_written(tmp_path):
+    root = make_native_store(tmp_path / "s", n=40)
+    make_splits(root, test_percents=(30,), group_test_fraction=None, seed=1)
+    mtime = {p: p.stat().st_mtime_ns for p in root.rglob("*.txt")}
+    with pytest.raises(FileExistsError, match="Split_30Test"):
+        make_splits(root, test_percents=(10, 30), seed=2)     # 30 % differs with seed 2; 10 % would be new
+    assert not split_dir(root, "random_10").exists() and not split_dir(root, "group").exists()
+    assert {p: p.stat().st_mtime_ns for p in root.rglob("*.txt")} == mtime

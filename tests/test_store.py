@@ -1,6 +1,7 @@
 """Store builder: inputs, every rejection reason, manifest, resume after interruption."""
 from __future__ import annotations
 
+import csv
 import gzip
 import json
 import os
@@ -17,6 +18,7 @@ from pymatgen.core import Lattice, Structure
 
 from ftcp import featurize
 from ftcp.dataset import open_dataset
+from ftcp.errors import UserError
 from ftcp.io_utils import sha256_file
 from ftcp.splits import make_splits
 from ftcp.store import (STORE_FILES, BuildInterrupted, build_store, read_manifest, resolve_label_columns,
@@ -58,8 +60,10 @@ def bad_structures() -> dict[str, Structure]:
     grid = [[i / 5, j / 5, k / 5] for i in range(5) for j in range(5) for k in range(5)][:101]
     many = Structure(Lattice.cubic(20), ["C"] * 101, grid)
     md = Structure(Lattice.cubic(4.5), ["Md", "O"], [[0, 0, 0], [0.5, 0.5, 0.5]])
+    # 0.1 Angstrom apart (a CIF parser merges sites closer than ~1e-4 of the cell into one over-occupied site)
+    overlap = Structure(Lattice.cubic(4.0), ["Na", "Cl"], [[0, 0, 0], [0.1 / 4.0, 0, 0]])
     return {"disordered": disordered, "too_many_elements": five, "too_many_sites": many,
-            "unsupported_element": md}
+            "unsupported_element": md, "overlapping_sites": overlap}
 
 
 def write_csv(path: Path, rows: list[dict]) -> Path:
@@ -93,6 +97,7 @@ def mixed_csv(tmp_path_factory):
         {"material_id": "bad-101", "cif": cif(bad["too_many_sites"])},
         {"material_id": "bad-md", "cif": cif(bad["unsupported_element"])},
         {"material_id": "bad-garbage", "cif": "data_nothing\nthis is not a CIF at all\n_cell_length_a ???\n"},
+        {"material_id": "bad-overlap", "cif": cif(bad["overlapping_sites"])},
         {"material_id": "bad-empty", "cif": ""},
         {"material_id": "bad-nan", "cif": ok_cif, "formation_energy_per_atom": "nan"},
         {"material_id": "bad-text", "cif": ok_cif, "band_gap": "abc"},
@@ -117,7 +122,8 @@ def mixed_csv(tmp_path_factory):
 
 EXPECTED_REASONS = {
     "bad-disordered": "disordered", "bad-5el": "too_many_elements", "bad-101": "too_many_sites",
-    "bad-md": "unsupported_element", "bad-garbage": "unparsable_cif", "bad-empty": "unparsable_cif",
+    "bad-md": "unsupported_element", "bad-overlap": "overlapping_sites",
+    "bad-garbage": "unparsable_cif", "bad-empty": "unparsable_cif",
     "bad-nan": "nonfinite_label", "bad-text": "nonfinite_label", "bad-missing-label": "missing_label",
     "mp-3": "duplicate_id", "": "missing_id",
 }
@@ -263,6 +269,75 @@ def test_existing_store_needs_overwrite_and_stale_splits_go(tmp_path):
     m = build_store(path, root, workers=1, progress=False, overwrite=True, phase="abs")
     assert m["phase"] == "abs" and read_manifest(root)["phase"] == "abs"
     assert open_dataset(root).split_names() == []
+
+
+def _good_store(tmp_path) -> Path:
+    root = tmp_path / "good"
+    build_store(write_csv(tmp_path / "good.csv", good_rows()), root, workers=1, progress=False)
+    return root
+
+
+def test_header_only_input_is_refused_and_never_replaces_a_store(tmp_path):
+    header_only = tmp_path / "header.csv"
+    header_only.write_text("material_id,cif,formation_energy_per_atom\n")
+    with pytest.raises(UserError, match="header.csv holds no crystals"):
+        build_store(header_only, tmp_path / "new", workers=1, progress=False)
+    assert not (tmp_path / "new").exists()
+    root = _good_store(tmp_path)
+    before = store_bytes(root)
+    with pytest.raises(UserError, match="holds no crystals"):
+        build_store(header_only, root, workers=1, progress=False, overwrite=True)
+    assert store_bytes(root) == before and read_manifest(root)["counts"]["accepted"] == len(good_structures())
+
+
+def test_a_build_that_accepts_nothing_leaves_the_store_alone(tmp_path):
+    root = _good_store(tmp_path)
+    make_splits(root, test_percents=(10,), group_test_fraction=None)
+    before = store_bytes(root)
+    rows = [{"material_id": f"x-{i}", "cif": "not a cif", "formation_energy_per_atom": 1.0} for i in range(5)]
+    with pytest.raises(UserError, match=r"none of the 5 input rows .* was accepted \(unparsable_cif 5\); "
+                                        r"e\.g\. input row 0 \(x-0\)"):
+        build_store(write_csv(tmp_path / "bad.csv", rows), root, workers=1, progress=False, overwrite=True)
+    assert store_bytes(root) == before and (root / "manifest.json").exists()
+    assert open_dataset(root).split_names() == ["random_10"]      # its splits were not removed either
+    assert not (root / ".build").exists()
+
+
+def test_truncated_gzip_is_one_error_naming_the_file(tmp_path):
+    path = write_csv(tmp_path / "in.csv.gz", good_rows(n_repeat=4))
+    cut = tmp_path / "cut.csv.gz"
+    cut.write_bytes(path.read_bytes()[:len(path.read_bytes()) * 2 // 3])
+    with pytest.raises(UserError, match=r"cut\.csv\.gz: the file ends early: it is truncated"):
+        build_store(cut, tmp_path / "s", workers=1, progress=False)
+    assert not (tmp_path / "s").exists()       # checked before the first row is processed: no row is lost
+    not_gzip = tmp_path / "plain.csv.gz"
+    not_gzip.write_bytes(b"material_id,cif\nx,y\n")
+    with pytest.raises(UserError, match=r"plain\.csv\.gz: corrupt or not compressed as its name says"):
+        build_store(not_gzip, tmp_path / "s", workers=1, progress=False)
+
+
+def test_csv_cut_inside_a_cif_is_one_error_naming_the_file(tmp_path):
+    text = write_csv(tmp_path / "in.csv", good_rows()).read_text()
+    cut = tmp_path / "cut.csv"
+    cut.write_text(text[:text.rindex("_cell_length_a")])        # ends inside the last row's quoted CIF
+    with pytest.raises(UserError, match=r"cut\.csv: not a readable CSV"):
+        build_store(cut, tmp_path / "s", workers=1, progress=False)
+
+
+def test_a_carriage_return_in_an_id_keeps_rejects_csv_readable(tmp_path):
+    rows = good_rows()[:2] + [dict(good_rows()[0], material_id="x\ry")]
+    pd.DataFrame(rows).to_csv(tmp_path / "in.csv", index=False, quoting=csv.QUOTE_ALL)   # the "\r" stays in the ID
+    m = build_store(tmp_path / "in.csv", tmp_path / "s", workers=1, progress=False)
+    rej = pd.read_csv(tmp_path / "s" / "rejects.csv", dtype=str, keep_default_na=False)
+    assert m["counts"]["rejected"] == 1 and rej.material_id.tolist() == ["x\ry"]
+    assert rej.reason.tolist() == ["missing_id"] and rej.input_row.tolist() == ["2"]
+
+
+def test_data_root_that_is_a_file(tmp_path):
+    afile = tmp_path / "afile"
+    afile.write_text("")
+    with pytest.raises(UserError, match="data root .*afile is a file, not a folder"):
+        build_store(write_csv(tmp_path / "in.csv", good_rows()), afile, workers=1, progress=False)
 
 
 def test_build_from_cif_folder_matches_csv(tmp_path):

@@ -31,6 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))   # run from a chec
 import numpy as np  # noqa: E402
 
 from ftcp.dataset import open_dataset  # noqa: E402
+from ftcp.errors import UserError, run_main  # noqa: E402
 from ftcp.evaluation import features as F  # noqa: E402
 from ftcp.evaluation.linear import DEFAULT_ALPHAS, array_chunks, evaluate_suite  # noqa: E402
 from ftcp.evaluation.metrics import bootstrap_ci, regression_metrics, target_unit  # noqa: E402
@@ -249,7 +250,7 @@ def main(argv=None) -> int:
     feature_sets = [f.strip() for f in args.features.split(",") if f.strip()]
     unknown = sorted(set(feature_sets) - set(FEATURE_SETS))
     if unknown:
-        raise ValueError(f"unknown feature set(s) {unknown}; choose from {FEATURE_SETS}")
+        raise UserError(f"unknown feature set(s) {unknown}; choose from {FEATURE_SETS}")
     ds = open_dataset(args.data, ssl_dir_of(args) if "ssl" in feature_sets else None)
     targets = F.resolve_targets(ds, args.target)
     splits = F.resolve_splits(ds, args.split)
@@ -270,4 +271,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_main(main))

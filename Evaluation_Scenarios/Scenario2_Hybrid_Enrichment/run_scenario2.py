@@ -42,6 +42,7 @@ import numpy as np  # noqa: E402
 
 from ftcp import layout as L  # noqa: E402
 from ftcp.dataset import open_dataset  # noqa: E402
+from ftcp.errors import UserError, run_main  # noqa: E402
 from ftcp.evaluation import features as F  # noqa: E402
 from ftcp.evaluation.metrics import bootstrap_ci, regression_metrics, t_interval, target_unit  # noqa: E402
 from ftcp.evaluation.mlp import (TrainConfig, column_standardiser, hybrid_mlp, inner_split,  # noqa: E402
@@ -273,7 +274,7 @@ def main(argv=None) -> int:
     device = resolve_device(args.device)
     ds = open_dataset(args.data, ssl_dir_of(args))
     if args.target not in ds.label_names:
-        raise KeyError(f"target {args.target!r} not among {ds.label_names}")
+        raise UserError(f"target {args.target!r} not among {ds.label_names}")
     sets = [s for s in args.sets.split(",") if s]
     rf_sets = [s for s in args.rf_sets.split(",") if s]
     models = [m for m in args.models.split(",") if m]
@@ -331,4 +332,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_main(main))

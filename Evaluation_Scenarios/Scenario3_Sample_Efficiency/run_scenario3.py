@@ -38,6 +38,7 @@ import numpy as np  # noqa: E402
 
 from ftcp import layout as L  # noqa: E402
 from ftcp.dataset import open_dataset  # noqa: E402
+from ftcp.errors import UserError, run_main  # noqa: E402
 from ftcp.evaluation import features as F  # noqa: E402
 from ftcp.evaluation.metrics import t_interval, target_unit  # noqa: E402
 from ftcp.evaluation.mlp import TorchMLPRegressor, TrainConfig, regularized_mlp  # noqa: E402
@@ -102,7 +103,7 @@ def model_factories(kind: str, seed: int, args, device, ftcp_cols: np.ndarray, s
         return (lambda: SklearnRegressor(lambda: xgboost_regressor(seed, "base", k)),
                 lambda: SklearnRegressor(lambda: xgboost_regressor(seed, "residual", k)))
     if kind != "mlp":
-        raise ValueError(f"unknown model kind {kind!r} (mlp, xgb, hgb)")
+        raise UserError(f"unknown model kind {kind!r} (mlp, xgb, hgb)")
     common = dict(lr=1e-3, batch_size=0, max_epochs=args.max_epochs, patience=args.patience, monitor="mse",
                   plateau_factor=0.5, plateau_patience=5)
     base = lambda: TorchMLPRegressor(lambda d: regularized_mlp(d, (512, 256, 128), 0.5),
@@ -183,10 +184,10 @@ def sample_efficiency(ds, args, device, n_all: int) -> dict:
     fractions = [float(f) for f in args.fractions.split(",")]
     sizes = {f: int(n_all * f / 100.0) for f in fractions}
     if max(sizes.values()) > len(pool_part):
-        raise SystemExit(f"{max(fractions)} % of {n_all} materials = {max(sizes.values())} rows, but the pool "
+        raise UserError(f"{max(fractions)} % of {n_all} materials = {max(sizes.values())} rows, but the pool "
                          f"({args.split}/{args.pool}) holds only {len(pool_part)}")
     if min(sizes.values()) < 2 * args.folds:
-        raise SystemExit(f"{min(fractions)} % of {n_all} = {min(sizes.values())} rows: too few for {args.folds} folds")
+        raise UserError(f"{min(fractions)} % of {n_all} = {min(sizes.values())} rows: too few for {args.folds} folds")
     perms = {k: np.random.default_rng([args.seed, k]).permutation(len(pool_part)) for k in range(args.seeds)}
     top = max(sizes.values())
     needed = np.unique(np.concatenate([p[:top] for p in perms.values()]))
@@ -253,7 +254,7 @@ def main(argv=None) -> int:
     device = resolve_device(args.device)
     ds = open_dataset(args.data, ssl_dir_of(args))
     if args.target not in ds.label_names:
-        raise KeyError(f"target {args.target!r} not among {ds.label_names}")
+        raise UserError(f"target {args.target!r} not among {ds.label_names}")
     ssl = F.ssl_info(ds.ssl_dir)
     prov = provenance(F.dataset_info(ds), args.seed, {"ssl": ssl, "device": str(device)},
                       command=command_line(__file__, argv))
@@ -265,7 +266,7 @@ def main(argv=None) -> int:
                 "group": lambda: group_residual(ds, args, device)}
     for v in [v for v in args.variants.split(",") if v]:
         if v not in variants:
-            raise ValueError(f"unknown variant {v!r} (sample, group)")
+            raise UserError(f"unknown variant {v!r} (sample, group)")
         with measure(v) as total:
             out = variants[v]()
         leak = F.leak_check(ds.ssl_dir, out.pop("test_ids"))
@@ -287,4 +288,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_main(main))

@@ -12,7 +12,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))   # the repo root, 
 
 from encoder import BLOCK_CLASS  # noqa: E402
 
+from ftcp.errors import run_main  # noqa: E402
 from ftcp.ssl.cli import block_script_main  # noqa: E402
 
 if __name__ == "__main__":
-    block_script_main(BLOCK_CLASS())
+    sys.exit(run_main(lambda argv: block_script_main(BLOCK_CLASS(), argv)))

@@ -53,4 +53,6 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from ..errors import run_main
+
+    sys.exit(run_main(main, prog="python -m ftcp.evaluation.cli"))

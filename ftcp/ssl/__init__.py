@@ -10,8 +10,18 @@
 
 Training imports only torch, numpy and tqdm.
 """
-from .block import Field, SSLBlock, TrainDefaults
-from .metrics import BarlowTwinsTask, ClassificationTask, PeriodicCoordinateTask, RegressionTask, Task
+_LAZY = {"Field": "block", "SSLBlock": "block", "TrainDefaults": "block", "Task": "metrics",
+         "ClassificationTask": "metrics", "RegressionTask": "metrics", "PeriodicCoordinateTask": "metrics",
+         "BarlowTwinsTask": "metrics"}
+
+
+def __getattr__(name):
+    # lazy: these pull in torch, which the `ftcp` command line must not import just to build its parser
+    if name in _LAZY:
+        from importlib import import_module
+
+        return getattr(import_module(f".{_LAZY[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 __all__ = ["Field", "SSLBlock", "TrainDefaults", "Task", "ClassificationTask", "RegressionTask",
            "PeriodicCoordinateTask", "BarlowTwinsTask"]

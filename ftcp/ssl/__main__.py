@@ -1,3 +1,6 @@
+import sys
+
+from ..errors import run_main
 from .cli import main
 
-main()
+sys.exit(run_main(main, prog="python -m ftcp.ssl"))

@@ -221,4 +221,8 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    import sys
+
+    from ..errors import run_main
+
+    sys.exit(run_main(main, prog="python -m ftcp.ssl.assemble"))

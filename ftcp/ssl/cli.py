@@ -21,6 +21,7 @@ from pathlib import Path
 
 from .. import layout as L
 from ..io_utils import read_id_list
+from ..errors import UserError, add_debug_argument, run_main
 from . import data as D
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -48,7 +49,7 @@ def parse_kv(items) -> dict:
     out = {}
     for item in items or []:
         if "=" not in item:
-            raise SystemExit(f"--model expects KEY=VALUE, got {item!r}")
+            raise UserError(f"--model expects KEY=VALUE, got {item!r}")
         k, v = item.split("=", 1)
         try:
             out[k] = json.loads(v)
@@ -165,6 +166,7 @@ def block_script_main(block, argv=None) -> dict:
     p = argparse.ArgumentParser(description=f"Train SSL block {block.number} ({block.name}), evaluate its pretext "
                                             f"tasks against trivial baselines and export its embeddings.")
     add_train_args(p, block)
+    add_debug_argument(p)
     return run_train(block, p.parse_args(argv))
 
 
@@ -193,7 +195,7 @@ def cmd_pack(args):
     regions = list(dict.fromkeys(regions))
     for name in (D.SPLIT_FILE, D.NORMALIZER_FILE):
         if not (ssl_dir / name).exists():
-            raise SystemExit(f"{ssl_dir / name} is missing: run `python -m ftcp.ssl prepare --data {args.data}` first")
+            raise UserError(f"{ssl_dir / name} is missing: run `python -m ftcp.ssl prepare --data {args.data}` first")
     out = D.write_pack(source, args.out, regions, [ssl_dir])
     size = (out / D.PACK_FILE).stat().st_size / 2**20
     print(f"wrote {out / D.PACK_FILE} ({size:.1f} MiB; regions {regions}) and {out / 'SSL'}")
@@ -339,6 +341,7 @@ def main(argv=None):
 
     configure()
     p = argparse.ArgumentParser(prog="python -m ftcp.ssl", description="Self-supervised FTCP block encoders")
+    add_debug_argument(p)
     sub = p.add_subparsers(dest="command", required=True)
     _add_commands(sub)
     args = p.parse_args(argv)
@@ -346,4 +349,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_main(main, prog="python -m ftcp.ssl"))

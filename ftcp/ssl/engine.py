@@ -45,6 +45,7 @@ from ..runtime import derived_seed, resolve_device, seed_everything, synchronize
 from . import data as D
 from .batches import DeviceData, eval_batches, load_block_fields, train_batches
 from .block import SSLBlock
+from .export import load_checkpoint
 from .steps import TrainStep, make_optimizer, set_lr
 
 log = logging.getLogger(__name__)
@@ -351,7 +352,7 @@ class Trainer:
                  "probes": [], "finished": False}
         fp = self.fingerprint()
         if last_path.exists() and self.cfg.resume:
-            ck = torch.load(last_path, map_location=self.device, weights_only=True)
+            ck = load_checkpoint(last_path, self.device)
             if ck.get("fingerprint") != fp:
                 saved = ck.get("fingerprint", {})
                 diff = sorted(k for k in set(fp) | set(saved) if fp.get(k) != saved.get(k))
@@ -508,7 +509,7 @@ class Trainer:
     def load_best(self):
         best_path = self.out_dir / "best.pt"
         self.ddp.barrier()
-        ck = torch.load(best_path, map_location=self.device, weights_only=True)
+        ck = load_checkpoint(best_path, self.device)
         self.model.load_state_dict(ck["model"])
         return ck
 

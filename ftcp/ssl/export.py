@@ -8,11 +8,14 @@ rows are put back in store order.
 """
 from __future__ import annotations
 
+import pickle
+import zipfile
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from ..errors import UserError
 from .batches import eval_batches
 from .block import SSLBlock
 
@@ -66,12 +69,37 @@ def load_block_model(block: SSLBlock, checkpoint, device="cpu") -> torch.nn.Modu
     Restores the block's fitted input statistics too, so ``model.embed(block.clean_inputs(b))``
     works on batches built by ``ftcp.ssl.engine.load_block_fields``.
     """
-    ck = torch.load(checkpoint, map_location=device, weights_only=True)
+    ck = load_checkpoint(checkpoint, device)
     if ck.get("block") != block.number:
-        raise ValueError(f"{checkpoint} is a block {ck.get('block')} checkpoint, not block {block.number}")
+        raise UserError(f"{checkpoint} is a block {ck.get('block')} checkpoint, not block {block.number}")
     block.configure(ck["model_config"])
     model = block.create_model(ck["model_config"]).to(device)
     model.load_state_dict(ck["model"])
     block.stats = {k: v.to(device) for k, v in ck["block_stats"].items()}
     model.eval()
     return model
+
+
+CHECKPOINT_KEYS = ("block", "model_config", "model", "block_stats")
+
+
+def load_checkpoint(path, device="cpu") -> dict:
+    """A block checkpoint (``best.pt``/``last.pt``) as its dict, read with ``weights_only=True`` (no code runs).
+
+    A missing file raises ``FileNotFoundError``; an empty, truncated or foreign file is a ``UserError`` naming
+    it (torch reports those as RuntimeError, OSError, EOFError, KeyError or UnpicklingError).
+    """
+    path = Path(path)
+    try:
+        ck = torch.load(path, map_location=device, weights_only=True)
+    except (OSError, RuntimeError, EOFError, KeyError, ValueError, pickle.UnpicklingError, zipfile.BadZipFile) as exc:
+        if isinstance(exc, OSError) and exc.filename is not None:
+            raise       # missing file, no permission...: the OS error names the path
+        size = path.stat().st_size if path.is_file() else 0
+        why = "empty file" if size == 0 else " ".join(str(exc).split())[:200] or type(exc).__name__
+        raise UserError(f"checkpoint {path} is unreadable, truncated or corrupt ({why}); retrain the block "
+                        "(rerunning the training resumes it) or fetch the checkpoint again") from exc
+    missing = [k for k in CHECKPOINT_KEYS if not isinstance(ck, dict) or k not in ck]
+    if missing:
+        raise UserError(f"checkpoint {path} is not an SSL block checkpoint (missing {missing})")
+    return ck

@@ -87,7 +87,7 @@ def _parse_sets(items) -> dict[int, dict]:
             n, kv = item.split(":", 1)
             k, v = kv.split("=", 1)
         except ValueError:
-            raise SystemExit(f"--set expects N:KEY=VALUE, got {item!r}") from None
+            raise ValueError(f"--set expects N:KEY=VALUE, got {item!r}") from None
         try:
             value = json.loads(v)
         except json.JSONDecodeError:
