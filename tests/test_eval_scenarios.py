@@ -221,3 +221,26 @@ def test_report_headline_reads_the_pretext_table_beside_it(tmp_path):
         {"n_materials": 123, "summary": {"test_ge_val": 7, "tasks_total": 13, "beat_baseline_test": 12}}))
     text = make_report(tmp_path / "Results", rep).read_text()
     assert "| 6 / 13 | 7 / 13 (12 of 13 beat their trivial baseline on test)" in text
+
+
+def test_scenario3_pairs_ssl_tables_on_the_same_base_models(store, tmp_path):
+    """--also-ssl: one JSON per SSL table, every base-model number identical (the base fits are shared),
+    the residual numbers their own."""
+    other = tmp_path / "other_ssl"
+    other.mkdir()
+    ids = np.load(store / "SSL" / "ssl_material_ids.npy")
+    feats = np.load(store / "SSL" / "ssl_features.npy")
+    np.save(other / "ssl_material_ids.npy", ids)
+    np.save(other / "ssl_features.npy", np.random.default_rng(1).permutation(feats, axis=0))   # rows shuffled
+    s3 = _load_script("Scenario3_Sample_Efficiency/run_scenario3.py")
+    assert s3.main(_common(store, tmp_path) + ["--variants", "sample", "--bases", "hgb", "--fractions", "10,20",
+                                               "--also-ssl", str(other), "--no-report"]) == 0
+    a = json.loads((tmp_path / "Results/scenario3/SSL/formation_energy__sample_efficiency__pool-train__hgb__quick.json")
+                   .read_text())
+    b = json.loads((tmp_path / "Results/scenario3/other_ssl/formation_energy__sample_efficiency__pool-train__hgb__quick"
+                    ".json").read_text())
+    assert a["settings"]["paired_with"] == ["SSL", "other_ssl"] and b["ssl_run"] == "other_ssl"
+    for key in a["results"]:
+        for ra, rb in zip(a["results"][key]["runs"], b["results"][key]["runs"]):
+            assert ra["base_test"] == rb["base_test"] and ra["base_oof"] == rb["base_oof"]
+            assert ra["oof"]["residual_test"] != rb["oof"]["residual_test"]

@@ -43,8 +43,8 @@ from ftcp.evaluation import features as F  # noqa: E402
 from ftcp.evaluation.metrics import t_interval, target_unit  # noqa: E402
 from ftcp.evaluation.mlp import TorchMLPRegressor, TrainConfig, regularized_mlp  # noqa: E402
 from ftcp.runtime import resolve_device  # noqa: E402
-from ftcp.evaluation.residual import (SklearnRegressor, hist_gradient_boosting, residual_learning,  # noqa: E402
-                                      xgboost_regressor)
+from ftcp.evaluation.residual import (SklearnRegressor, base_predictions, hist_gradient_boosting,  # noqa: E402
+                                      residual_metrics, xgboost_regressor)
 from ftcp.evaluation.results import (add_common_arguments, apply_quick_caps, command_line,  # noqa: E402
                                      provenance, regenerate_report, results_dir, ssl_dir_of, write_result)
 from ftcp.evaluation.timing import measure  # noqa: E402
@@ -70,6 +70,9 @@ def parse_args(argv=None):
     p.add_argument("--bases", default="mlp,hgb",
                    help="base/residual model pairs: mlp (upstream's RegularizedMLP), xgb (upstream's XGBoost, exact "
                         "parameters), hgb (scikit-learn HistGradientBoosting stand-in) (default: %(default)s)")
+    p.add_argument("--also-ssl", metavar="DIR", action="append", default=[],
+                   help="another SSL directory (repeatable): its residual models share the base models of --ssl "
+                        "(a paired comparison, e.g. of the two protocols; one JSON per SSL directory)")
     p.add_argument("--test-within-excluded", metavar="SSL_DIR", default=None,
                    help="keep only the test materials that this SSL run left out of its split (for an inductive "
                         "comparison on the reversed pool, whose test side is the 90 %% side; use the same SSL_DIR "
@@ -93,7 +96,7 @@ def parse_args(argv=None):
 
 # ---------------------------------------------------------------------------------------
 def model_factories(kind: str, seed: int, args, device, ftcp_cols: np.ndarray, ssl_cols: np.ndarray):
-    """(make_base, make_resid) for 'mlp' or 'hgb'; MLPs are initialised at full width."""
+    """(make_base, make_resid) for 'mlp', 'xgb' or 'hgb'; MLPs are initialised at full width."""
     if kind == "hgb":
         k = args.hgb_iter_scale
         return (lambda: SklearnRegressor(lambda: hist_gradient_boosting(seed, "base", k)),
@@ -115,30 +118,41 @@ def model_factories(kind: str, seed: int, args, device, ftcp_cols: np.ndarray, s
     return base, resid
 
 
-def load_rows(pool_part, test_part, pool_ids, target):
-    """FTCP (varying columns only) + SSL for the pool rows that any run needs, and the test part."""
+def load_rows(pool_part, test_part, pool_ids, target, tables):
+    """FTCP (varying columns only) for the pool rows that any run needs and the test part, and each
+    SSL table's rows (``tables``: opened datasets, one per SSL directory, the first being --ssl)."""
     pool = pool_part.subset(pool_ids)
     x_pool, x_test = pool.ftcp(flat=True), test_part.ftcp(flat=True)
-    s_pool, s_test = pool.ssl_features(), test_part.ssl_features()
     fcols = F.varying_columns(x_pool, x_test)
-    scols = F.varying_columns(s_pool, s_test)
+    ssl = []
+    for ds in tables:
+        s_pool, s_test = ds.part(ids=pool.ids).ssl_features(), ds.part(ids=test_part.ids).ssl_features()
+        scols = F.varying_columns(s_pool, s_test)
+        ssl.append({"s": s_pool[:, scols], "s_test": s_test[:, scols], "ssl_cols": scols})
     return {"ids": pool.ids, "pos": {m: i for i, m in enumerate(pool.ids)},
-            "x": x_pool[:, fcols], "s": s_pool[:, scols], "y": pool.labels([target])[:, 0],
-            "x_test": x_test[:, fcols], "s_test": s_test[:, scols], "y_test": test_part.labels([target])[:, 0],
-            "ftcp_cols": fcols, "ssl_cols": scols, "formulas": pool.formulas()}
+            "x": x_pool[:, fcols], "y": pool.labels([target])[:, 0],
+            "x_test": x_test[:, fcols], "y_test": test_part.labels([target])[:, 0],
+            "ftcp_cols": fcols, "ssl": ssl, "formulas": pool.formulas()}
 
 
-def run_one(data, rows, kind, seed, args, device, groups=None) -> dict:
-    make_base, make_resid = model_factories(kind, seed, args, device, data["ftcp_cols"], data["ssl_cols"])
+def run_one(data, rows, kind, seed, args, device, groups=None) -> list[dict]:
+    """One seed: the base model once, then a residual model per SSL table (one result each)."""
+    g = None if groups is None else groups[rows]
+    make_base, _ = model_factories(kind, seed, args, device, data["ftcp_cols"], data["ssl"][0]["ssl_cols"])
     with measure(kind) as rec:
-        res = residual_learning(make_base, make_resid, data["x"][rows], data["s"][rows], data["y"][rows],
-                                data["x_test"], data["s_test"], data["y_test"], n_folds=args.folds, seed=seed,
-                                groups=None if groups is None else groups[rows])
-    res.pop("predictions")
-    res["overfit_gap_r2"] = res["base_train_in_sample"]["r2"] - res["base_test"]["r2"]
-    res["seconds"] = rec["wall_s"]
-    res["peak_rss_mb"], res["peak_anon_mb"] = rec["peak_rss_mb"], rec["peak_anon_mb"]
-    return res
+        base = base_predictions(make_base, data["x"][rows], data["y"][rows], data["x_test"], args.folds, seed, g)
+    out = []
+    for table in data["ssl"]:
+        _, make_resid = model_factories(kind, seed, args, device, data["ftcp_cols"], table["ssl_cols"])
+        with measure(kind) as rrec:
+            res = residual_metrics(make_resid, table["s"][rows], table["s_test"], data["y"][rows], data["y_test"],
+                                   base, g)
+        res.pop("predictions")
+        res["overfit_gap_r2"] = res["base_train_in_sample"]["r2"] - res["base_test"]["r2"]
+        res["seconds"] = rec["wall_s"] + rrec["wall_s"]
+        res["peak_rss_mb"], res["peak_anon_mb"] = rec["peak_rss_mb"], rec["peak_anon_mb"]
+        out.append(res)
+    return out
 
 
 def summarise(runs: list[dict]) -> dict:
@@ -162,7 +176,7 @@ def summarise(runs: list[dict]) -> dict:
     return out
 
 
-def sample_efficiency(ds, args, device, n_all: int) -> dict:
+def sample_efficiency(ds, args, device, n_all: int, tables) -> list[dict]:
     other = "test" if args.pool == "train" else "train"
     pool_part, _, drop_pool = F.labelled(ds.part(args.split, args.pool), [args.target])
     test_part, _, drop_test = F.labelled(ds.part(args.split, other), [args.target])
@@ -191,98 +205,109 @@ def sample_efficiency(ds, args, device, n_all: int) -> dict:
     perms = {k: np.random.default_rng([args.seed, k]).permutation(len(pool_part)) for k in range(args.seeds)}
     top = max(sizes.values())
     needed = np.unique(np.concatenate([p[:top] for p in perms.values()]))
-    data = load_rows(pool_part, test_part, pool_part.ids[needed], args.target)
+    data = load_rows(pool_part, test_part, pool_part.ids[needed], args.target, tables)
     print(f"sample efficiency: pool {len(pool_part)}, test {len(test_part)}, sizes {sizes}; varying FTCP "
-          f"{len(data['ftcp_cols'])}, SSL {len(data['ssl_cols'])}", flush=True)
-    results = {}
+          f"{len(data['ftcp_cols'])}, SSL tables {len(tables)}", flush=True)
+    results = [{} for _ in tables]
     for kind in [b for b in args.bases.split(",") if b]:
         for f in fractions:
-            runs = []
+            runs = [[] for _ in tables]
             for k in range(args.seeds):
                 ids = pool_part.ids[perms[k][:sizes[f]]]         # nested: a prefix of one permutation
                 rows = np.array([data["pos"][m] for m in ids])
-                r = run_one(data, rows, kind, args.seed + k, args, device)
-                r["seed"] = args.seed + k
-                runs.append(r)
+                for t, r in enumerate(run_one(data, rows, kind, args.seed + k, args, device)):
+                    r["seed"] = args.seed + k
+                    runs[t].append(r)
+                r = runs[0][-1]
                 print(f"  {kind} {f:g} % (n={sizes[f]}) seed {args.seed + k}: base R2 {r['base_test']['r2']:.4f}, "
                       f"SSL contribution {r['oof']['ssl_contribution']:+.4f}, dR2 {r['oof']['delta_r2']:+.4f} "
                       f"({r['seconds']:.0f} s)", flush=True)
-            results[f"{kind}/{f:g}"] = {"model": kind, "fraction_of_all_pct": f, "n_labelled": sizes[f],
-                                        "fraction_of_pool_pct": 100.0 * sizes[f] / len(pool_part),
-                                        "runs": runs, "summary": summarise(runs)}
-    return {"variant": "sample_efficiency", "split": args.split, "pool_side": args.pool,
-            "test_restricted_to_excluded": restricted, "test_ids": test_part.ids,
-            "n_all_materials": n_all, "n_pool": len(pool_part), "n_test": len(test_part),
-            "n_dropped_unlabelled": {"pool": drop_pool, "test": drop_test}, "sizes": sizes,
-            "nested": True, "n_varying_ftcp": len(data["ftcp_cols"]), "n_varying_ssl": len(data["ssl_cols"]),
-            "results": results}
+            for t in range(len(tables)):
+                results[t][f"{kind}/{f:g}"] = {"model": kind, "fraction_of_all_pct": f, "n_labelled": sizes[f],
+                                               "fraction_of_pool_pct": 100.0 * sizes[f] / len(pool_part),
+                                               "runs": runs[t], "summary": summarise(runs[t])}
+    return [{"variant": "sample_efficiency", "split": args.split, "pool_side": args.pool,
+             "test_restricted_to_excluded": restricted, "test_ids": test_part.ids,
+             "n_all_materials": n_all, "n_pool": len(pool_part), "n_test": len(test_part),
+             "n_dropped_unlabelled": {"pool": drop_pool, "test": drop_test}, "sizes": sizes,
+             "nested": True, "n_varying_ftcp": len(data["ftcp_cols"]), "n_varying_ssl": len(table["ssl_cols"]),
+             "results": res} for table, res in zip(data["ssl"], results)]
 
 
-def group_residual(ds, args, device) -> dict:
+def group_residual(ds, args, device, tables) -> list[dict]:
     pool_part, _, drop_pool = F.labelled(ds.part(args.group_split, "train"), [args.target])
     test_part, _, drop_test = F.labelled(ds.part(args.group_split, "test"), [args.target])
     if args.quick:
         pool_part = pool_part.subset(F.subsample_ids(pool_part.ids, QUICK["group_pool"], args.seed))
         test_part = test_part.subset(F.subsample_ids(test_part.ids, QUICK["test"], args.seed + 1))
-    data = load_rows(pool_part, test_part, pool_part.ids, args.target)
+    data = load_rows(pool_part, test_part, pool_part.ids, args.target, tables)
     shared = set(data["formulas"]) & set(test_part.formulas())
     if shared:
         raise ValueError(f"the group split shares {len(shared)} formulas between train and test")
     groups = data["formulas"]
     rows = np.arange(len(data["ids"]))
     print(f"group residual: pool {len(rows)}, test {len(test_part)}", flush=True)
-    results = {}
+    results = [{} for _ in tables]
     for kind in [b for b in args.group_bases.split(",") if b]:
-        runs = []
+        runs = [[] for _ in tables]
         for k in range(args.group_seeds):
-            r = run_one(data, rows, kind, args.seed + k, args, device, groups=groups)
-            r["seed"] = args.seed + k
-            runs.append(r)
+            for t, r in enumerate(run_one(data, rows, kind, args.seed + k, args, device, groups=groups)):
+                r["seed"] = args.seed + k
+                runs[t].append(r)
+            r = runs[0][-1]
             print(f"  {kind} seed {args.seed + k}: base R2 {r['base_test']['r2']:.4f}, SSL contribution "
                   f"{r['oof']['ssl_contribution']:+.4f} ({r['seconds']:.0f} s)", flush=True)
-        results[kind] = {"model": kind, "runs": runs, "summary": summarise(runs)}
-    return {"variant": "group_residual", "split": args.group_split, "n_pool": len(rows), "n_test": len(test_part),
-            "test_ids": test_part.ids,
-            "n_dropped_unlabelled": {"pool": drop_pool, "test": drop_test},
-            "n_varying_ftcp": len(data["ftcp_cols"]), "n_varying_ssl": len(data["ssl_cols"]),
-            "folds": "GroupKFold over reduced formula (seeded group order); inner splits group-aware",
-            "results": results}
+        for t in range(len(tables)):
+            results[t][kind] = {"model": kind, "runs": runs[t], "summary": summarise(runs[t])}
+    return [{"variant": "group_residual", "split": args.group_split, "n_pool": len(rows), "n_test": len(test_part),
+             "test_ids": test_part.ids,
+             "n_dropped_unlabelled": {"pool": drop_pool, "test": drop_test},
+             "n_varying_ftcp": len(data["ftcp_cols"]), "n_varying_ssl": len(table["ssl_cols"]),
+             "folds": "GroupKFold over reduced formula (seeded group order); inner splits group-aware",
+             "results": res} for table, res in zip(data["ssl"], results)]
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
     device = resolve_device(args.device)
-    ds = open_dataset(args.data, ssl_dir_of(args))
+    tables = [open_dataset(args.data, d) for d in [ssl_dir_of(args)] + [Path(p) for p in args.also_ssl]]
+    ds = tables[0]
     if args.target not in ds.label_names:
         raise UserError(f"target {args.target!r} not among {ds.label_names}")
-    ssl = F.ssl_info(ds.ssl_dir)
-    prov = provenance(F.dataset_info(ds), args.seed, {"ssl": ssl, "device": str(device)},
-                      command=command_line(__file__, argv))
-    if ssl["standin"]:
-        print("WARNING: the SSL table is a marked STAND-IN, not SSL embeddings", flush=True)
+    infos = [F.ssl_info(t.ssl_dir) for t in tables]
+    if len({i["label"] for i in infos}) != len(infos):
+        raise UserError(f"the SSL directories need distinct folder names (results go under them): "
+                        f"{[i['label'] for i in infos]}")
+    if any(i["standin"] for i in infos):
+        print("WARNING: an SSL table is a marked STAND-IN, not SSL embeddings", flush=True)
     settings = {k: getattr(args, k) for k in ("seeds", "group_seeds", "folds", "max_epochs", "patience", "bases",
                                                "group_bases", "fractions", "pool", "clip_z", "hgb_iter_scale")}
-    variants = {"sample": lambda: sample_efficiency(ds, args, device, len(ds.ids)),
-                "group": lambda: group_residual(ds, args, device)}
+    settings["paired_with"] = [i["label"] for i in infos]      # these share every base model
+    variants = {"sample": lambda: sample_efficiency(ds, args, device, len(ds.ids), tables),
+                "group": lambda: group_residual(ds, args, device, tables)}
     for v in [v for v in args.variants.split(",") if v]:
         if v not in variants:
             raise UserError(f"unknown variant {v!r} (sample, group)")
         with measure(v) as total:
-            out = variants[v]()
-        leak = F.leak_check(ds.ssl_dir, out.pop("test_ids"))
-        tag = "" if out["variant"] != "sample_efficiency" else f"__pool-{args.pool}"
-        tag += "__" + "+".join(b for b in (args.bases if v == "sample" else args.group_bases).split(",") if b)
-        name = f"{args.target}__{out['variant']}{tag}" + ("__quick" if args.quick else "")
-        payload = {"scenario": 3, "ssl_run": ssl["label"], "protocol": leak["protocol"], "leak_check": leak,
-                   "target": args.target, "unit": target_unit(args.target), "quick": bool(args.quick),
-                   **out, "settings": settings, "residual_protocol": f"{args.folds}-fold out-of-fold residuals",
-                   "ci": "Student-t 95 % over seeds", "run": {"wall_s": total["wall_s"],
-                                                              "peak_rss_mb": total["peak_rss_mb"],
-                                                              "peak_anon_mb": total["peak_anon_mb"]},
-                   "provenance": prov}
-        path = write_result(results_dir(args), 3, name, payload, run_label=ssl["label"])
-        print(f"scenario 3 {v} done in {total['wall_s']:.0f} s, peak RSS {total['peak_rss_mb']:.0f} MB -> {path}",
-              flush=True)
+            outs = variants[v]()
+        for table, ssl, out in zip(tables, infos, outs):
+            prov = provenance(F.dataset_info(ds), args.seed, {"ssl": ssl, "device": str(device)},
+                              command=command_line(__file__, argv))
+            leak = F.leak_check(table.ssl_dir, out.pop("test_ids"))
+            tag = "" if out["variant"] != "sample_efficiency" else f"__pool-{args.pool}"
+            tag += "__" + "+".join(b for b in (args.bases if v == "sample" else args.group_bases).split(",") if b)
+            name = f"{args.target}__{out['variant']}{tag}" + ("__quick" if args.quick else "")
+            payload = {"scenario": 3, "ssl_run": ssl["label"], "protocol": leak["protocol"], "leak_check": leak,
+                       "target": args.target, "unit": target_unit(args.target), "quick": bool(args.quick),
+                       **out, "settings": settings, "residual_protocol": f"{args.folds}-fold out-of-fold residuals",
+                       "ci": "Student-t 95 % over seeds", "run": {"wall_s": total["wall_s"],
+                                                                  "peak_rss_mb": total["peak_rss_mb"],
+                                                                  "peak_anon_mb": total["peak_anon_mb"],
+                                                                  "note": "all paired SSL tables together"},
+                       "provenance": prov}
+            path = write_result(results_dir(args), 3, name, payload, run_label=ssl["label"])
+            print(f"scenario 3 {v} ({ssl['label']}) done in {total['wall_s']:.0f} s, peak RSS "
+                  f"{total['peak_rss_mb']:.0f} MB -> {path}", flush=True)
     regenerate_report(args)
     return 0
 

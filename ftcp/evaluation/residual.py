@@ -50,6 +50,43 @@ def out_of_fold_predictions(make_model: Callable, x, y, folds, groups=None) -> n
     return oof
 
 
+def base_predictions(make_base: Callable, base_pool, y_pool, base_test, n_folds: int = 5, seed: int = 0,
+                     groups=None) -> dict:
+    """The base model's K-fold out-of-fold pool predictions, and the test and in-sample predictions of
+    the base model refitted on the whole pool (what every residual model of one seed shares)."""
+    y_pool = np.asarray(y_pool, dtype=np.float64)
+    folds = fold_indices(len(y_pool), n_folds, seed, groups)
+    oof = out_of_fold_predictions(make_base, base_pool, y_pool, folds, groups)
+    base = make_base().fit(base_pool, y_pool, groups=groups)
+    return {"oof": oof, "test": base.predict(base_test), "in_sample": base.predict(base_pool),
+            "n_folds": int(n_folds), "fold_kind": "group" if groups is not None else "random"}
+
+
+def residual_metrics(make_resid: Callable, resid_pool, resid_test, y_pool, y_test, base: dict, groups=None,
+                     in_sample_variant: bool = True) -> dict:
+    """Fit the residual model on the base model's out-of-fold (and, for comparison, in-sample)
+    residuals; base, combined and residual test metrics (see :func:`residual_learning`)."""
+    y_pool = np.asarray(y_pool, dtype=np.float64)
+    y_test = np.asarray(y_test, dtype=np.float64)
+    test_resid = y_test - base["test"]
+
+    def with_residuals(train_resid):
+        resid_model = make_resid().fit(resid_pool, train_resid, groups=groups)
+        r_pred = resid_model.predict(resid_test)
+        return _combined_metrics(y_test, base["test"], r_pred, test_resid), r_pred
+
+    out = {"n_pool": int(len(y_pool)), "n_test": int(len(y_test)), "n_folds": base["n_folds"],
+           "fold_kind": base["fold_kind"],
+           "base_test": regression_metrics(y_test, base["test"]),
+           "base_oof": regression_metrics(y_pool, base["oof"])}
+    out["oof"], r_pred = with_residuals(y_pool - base["oof"])
+    out["base_train_in_sample"] = regression_metrics(y_pool, base["in_sample"])
+    if in_sample_variant:
+        out["in_sample"], _ = with_residuals(y_pool - base["in_sample"])
+    out["predictions"] = {"base_test": base["test"], "residual_test": r_pred}
+    return out
+
+
 def residual_learning(make_base: Callable, make_resid: Callable, base_pool, resid_pool, y_pool,
                       base_test, resid_test, y_test, n_folds: int = 5, seed: int = 0, groups=None,
                       in_sample_variant: bool = True) -> dict:
@@ -61,30 +98,8 @@ def residual_learning(make_base: Callable, make_resid: Callable, base_pool, resi
     ``delta_mae`` = combined minus base.  With ``in_sample_variant`` the upstream protocol
     (residual model on in-sample residuals) is run beside it for comparison.
     """
-    y_pool = np.asarray(y_pool, dtype=np.float64)
-    y_test = np.asarray(y_test, dtype=np.float64)
-    folds = fold_indices(len(y_pool), n_folds, seed, groups)
-    oof = out_of_fold_predictions(make_base, base_pool, y_pool, folds, groups)
-    base = make_base().fit(base_pool, y_pool, groups=groups)
-    base_test_pred = base.predict(base_test)
-    test_resid = y_test - base_test_pred
-
-    def with_residuals(train_resid):
-        resid_model = make_resid().fit(resid_pool, train_resid, groups=groups)
-        r_pred = resid_model.predict(resid_test)
-        return _combined_metrics(y_test, base_test_pred, r_pred, test_resid), r_pred
-
-    out = {"n_pool": int(len(y_pool)), "n_test": int(len(y_test)), "n_folds": int(n_folds),
-           "fold_kind": "group" if groups is not None else "random",
-           "base_test": regression_metrics(y_test, base_test_pred),
-           "base_oof": regression_metrics(y_pool, oof)}
-    out["oof"], r_pred = with_residuals(y_pool - oof)
-    in_sample = base.predict(base_pool)
-    out["base_train_in_sample"] = regression_metrics(y_pool, in_sample)
-    if in_sample_variant:
-        out["in_sample"], _ = with_residuals(y_pool - in_sample)
-    out["predictions"] = {"base_test": base_test_pred, "residual_test": r_pred}
-    return out
+    base = base_predictions(make_base, base_pool, y_pool, base_test, n_folds, seed, groups)
+    return residual_metrics(make_resid, resid_pool, resid_test, y_pool, y_test, base, groups, in_sample_variant)
 
 
 def _combined_metrics(y_test, base_pred, resid_pred, test_resid) -> dict:
