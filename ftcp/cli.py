@@ -21,6 +21,7 @@ COMMAND_MODULES = [
     "ftcp.ssl.cli",  # ssl-prepare, ssl-pack, ssl-train, ssl-train-all, ssl-assemble, ...
     "ftcp.embedding",  # embed
     "ftcp.evaluation.block_probe",  # probe
+    "ftcp.evaluation.collect",      # collect-results
     "ftcp.pipeline",   # demo, reproduce
 ]
 

@@ -26,9 +26,9 @@ def git_commit() -> dict:
             return subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=10).stdout.strip()
         except (OSError, subprocess.SubprocessError):
             return ""
+    if os.environ.get(SOURCE_COMMIT_ENV):     # the caller knows the tree; a copied .git may be stale
+        return {"commit": os.environ[SOURCE_COMMIT_ENV], "dirty": None, "source": f"${SOURCE_COMMIT_ENV}"}
     commit = run("git", "rev-parse", "HEAD")
-    if not commit and os.environ.get(SOURCE_COMMIT_ENV):
-        return {"commit": os.environ[SOURCE_COMMIT_ENV], "dirty": None, "source": f"${SOURCE_COMMIT_ENV} (no .git)"}
     dirty = bool(run("git", "status", "--porcelain", "--untracked-files=no")) if commit else None
     return {"commit": commit or None, "dirty": dirty}
 

@@ -200,27 +200,59 @@ def test_group_split_never_shares_a_formula(store, tmp_path):
 
 
 def test_make_report_script(store, tmp_path):
-    """make_report.py regenerates RESULTS.md from whatever JSON exists (here: Scenario 1 only)."""
+    """make_report.py regenerates RESULTS.md from whatever JSON exists (here: Scenario 1 only), and the same
+    JSON gives the same bytes (no clock in the report)."""
     s1 = _load_script("Scenario1_Linear_Regression/run_scenario1.py")
     assert s1.main(_common(store, tmp_path) + ["--split", "20", "--no-report", "--features", "ftcp,ssl"]) == 0
     mk = _load_script("make_report.py")
     assert mk.main(["--results", str(tmp_path / "Results"), "--report-dir", str(tmp_path / "rep")]) == 0
     text = (tmp_path / "rep" / "RESULTS.md").read_text()
     assert "random_20" in text and "Not run yet" in text      # scenarios 2 and 3 have no results
-    assert "no pretext_tasks.json beside this report" in text
+    assert mk.main(["--results", str(tmp_path / "Results"), "--report-dir", str(tmp_path / "rep2")]) == 0
+    assert (tmp_path / "rep2" / "RESULTS.md").read_text() == text
 
 
-def test_report_headline_reads_the_pretext_table_beside_it(tmp_path):
-    """The 6-of-13 claim is filled from pretext_tasks.json in the report folder when it is there."""
+def _ssl_run_dir(store: Path, dst: Path, protocol: str) -> Path:
+    """A copy of the store's SSL table that says which run made it: a published run of ``protocol``."""
+    dst.mkdir(parents=True)
+    for f in ("ssl_features.npy", "ssl_material_ids.npy"):
+        shutil.copy(store / "SSL" / f, dst / f)
+    ids = np.load(store / "material_ids.npy").astype(str).tolist()
+    test = set((store / "Splitted_Data/Split_10Test_90Train/test_ids.txt").read_text().split())
+    seen = [m for m in ids if m not in test] if protocol == "inductive" else ids
+    split = {"seed": 42, "protocol": protocol, "train": seen, "val": [], "test": [],
+             "excluded": [m for m in ids if m not in seen]}
+    (dst / "ssl_split.json").write_text(json.dumps(split))
+    (dst / "ssl_features.json").write_text(json.dumps({
+        "ssl_split": {"protocol": protocol, "sizes": {"train": len(seen), "val": 0, "test": 0,
+                                                      "excluded": len(ids) - len(seen)}},
+        "init": ["trained"], "run": {"preset": "upstream", "objective": "upstream", "seed": 42}}))
+    return dst
+
+
+def test_report_shows_both_protocols_side_by_side(store, tmp_path):
+    """Two SSL runs of the two protocols: their Scenario 1 rows, leak checks and the claims table columns."""
     from ftcp.evaluation.report import make_report
 
-    (tmp_path / "Results").mkdir()
-    rep = tmp_path / "rep"
-    rep.mkdir()
-    (rep / "pretext_tasks.json").write_text(json.dumps(
-        {"n_materials": 123, "summary": {"test_ge_val": 7, "tasks_total": 13, "beat_baseline_test": 12}}))
-    text = make_report(tmp_path / "Results", rep).read_text()
-    assert "| 6 / 13 | 7 / 13 (12 of 13 beat their trivial baseline on test)" in text
+    s1 = _load_script("Scenario1_Linear_Regression/run_scenario1.py")
+    out = tmp_path / "Results"
+    assert s1.main(_common(store, tmp_path) + ["--split", "10", "--no-report", "--features", "ftcp"]) == 0
+    for protocol in ("transductive", "inductive"):
+        run = _ssl_run_dir(store, tmp_path / f"upstream_{protocol}_seed42", protocol)
+        assert s1.main(_common(store, tmp_path) + ["--split", "10", "--no-report", "--features", "ssl",
+                                                   "--ssl", str(run)]) == 0
+        res = json.loads((out / f"scenario1/upstream_{protocol}_seed42/formation_energy__random_10__quick.json")
+                         .read_text())
+        assert res["protocol"] == protocol
+        assert (res["leak_check"]["n_test_seen_by_ssl"] == 0) == (protocol == "inductive")
+        row = next(r for r in res["rows"] if r["features"] == "ssl" and r["model"] == "ols")
+        assert row["test_rmse_ci"]["lo"] <= row["test"]["rmse"] <= row["test_rmse_ci"]["hi"]
+    text = make_report(out, tmp_path / "rep").read_text()
+    claim = next(line for line in text.splitlines() if line.startswith("| S1: SSL + OLS formation-energy"))
+    cells = [c.strip() for c in claim.split("|")]
+    assert "n/a" not in cells[3] and "n/a" not in cells[4]          # transductive and inductive columns filled
+    assert "`upstream_inductive_seed42` (published) | inductive" in text
+    assert "`upstream_transductive_seed42` (published) | transductive" in text
 
 
 def test_scenario3_pairs_ssl_tables_on_the_same_base_models(store, tmp_path):

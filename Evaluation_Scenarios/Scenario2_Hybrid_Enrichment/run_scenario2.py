@@ -44,7 +44,8 @@ from ftcp import layout as L  # noqa: E402
 from ftcp.dataset import open_dataset  # noqa: E402
 from ftcp.errors import UserError, run_main  # noqa: E402
 from ftcp.evaluation import features as F  # noqa: E402
-from ftcp.evaluation.metrics import bootstrap_ci, regression_metrics, t_interval, target_unit  # noqa: E402
+from ftcp.evaluation.metrics import bootstrap_ci, regression_metrics, target_unit  # noqa: E402
+from ftcp.evaluation.summaries import scenario2_summary as summarise  # noqa: E402
 from ftcp.evaluation.mlp import (TrainConfig, column_standardiser, hybrid_mlp, inner_split,  # noqa: E402
                                  predict, restrict_inputs, train_regressor)
 from ftcp.runtime import resolve_device, seed_everything  # noqa: E402
@@ -232,40 +233,6 @@ def _top_columns(absmean, tab, k):
             r, c = divmod(col, L.N_COLS)
             label = f"FTCP[{r},{c}]"
         out.append({"column": col, "label": label, "mean_abs_shap": float(absmean[i])})
-    return out
-
-
-def summarise(per_seed: list[dict]) -> dict:
-    """Mean and t-interval over seeds of the headline numbers."""
-    def collect(path):
-        vals = []
-        for s in per_seed:
-            v = s
-            for k in path:
-                v = v.get(k) if isinstance(v, dict) else None
-                if v is None:
-                    break
-            if v is not None:
-                vals.append(v)
-        return t_interval(vals) if vals else None
-
-    out = {}
-    for model in ("mlp", "rf"):
-        for name in SETS:
-            for metric in ("r2", "rmse", "mae"):
-                ci = collect([model, name, "test", metric])
-                if ci:
-                    out[f"{model}.{name}.{metric}"] = ci
-    for key in ("ssl_share", "enrichment_ratio", "enrichment_ratio_active", "per_dim_ratio_upstream",
-                "per_dim_ratio_active"):
-        for src in ("shap", "rf_mdi"):
-            ci = collect(["attribution", src, key])
-            if ci:
-                out[f"{src}.{key}"] = ci
-    for game in ("2_players", "block_players"):
-        ci = collect(["attribution", "group_shapley", game, "share", "SSL"])
-        if ci:
-            out[f"group_shapley.{game}.ssl_share"] = ci
     return out
 
 

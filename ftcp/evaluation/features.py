@@ -37,7 +37,7 @@ def dataset_info(ds) -> dict:
     mpath = root / "manifest.json"
     return {"name": name, "layout": ds.layout, "n_materials": int(len(ds.ids)),
             "manifest_sha256": sha256_file(mpath) if mpath.exists() else None,
-            "source": src, "synthetic": manifest.get("synthetic")}
+            "source": Path(src).name if src else None, "synthetic": manifest.get("synthetic")}
 
 
 def resolve_targets(ds, target: str) -> list[str]:

@@ -41,41 +41,10 @@ def _pretty_target(t: str) -> str:
     return t.replace("_", " ")
 
 
-# ---------------------------------------------------------------------------------------
-def s1_pca_comparison(results: list[dict], paper: dict, path: Path, standin: bool, note: str | None = None) -> Path | None:
-    """Upstream's PCA figure redone: test RMSE of every Scenario-1 model, log scale, per target."""
-    if not results:
-        return None
-    plt = _plt()
-    fig, axes = plt.subplots(1, len(results), figsize=(6.2 * len(results), 4.4), squeeze=False)
-    for ax, res in zip(axes[0], results):
-        rows = [r for r in res["rows"] if r["test"]["rmse"] is not None]
-        labels = [f"{_feat_label(r['features'])}\n{r['label']}" for r in rows]
-        vals = [r["test"]["rmse"] for r in rows]
-        colors = [_feat_color(r["features"]) for r in rows]
-        x = np.arange(len(rows))
-        ax.bar(x, vals, color=colors)
-        for xi, v in zip(x, vals):
-            ax.annotate(f"{v:.3g}", (xi, v), ha="center", va="bottom", fontsize=7)
-        pk = paper.get(res["target"], {})
-        for xi, r in zip(x, rows):
-            key = (r["features"].split("_pca")[0] + ("_pca" if "_pca" in r["features"] else ""), r["model"])
-            if key in pk:
-                ax.scatter([xi], [pk[key]], **PAPER_STYLE)
-        ax.set_yscale("log")
-        ax.set_xticks(x, labels, rotation=60, ha="right", fontsize=7)
-        unit = res.get("unit") or "unitless"
-        ax.set_ylabel(f"test RMSE ({unit}, log scale)")
-        ssl_note = " — SSL = STAND-IN features" if standin else ""
-        ax.set_title(f"{_pretty_target(res['target'])}, {res['split']} ({res['n_train']} train / "
-                     f"{res['n_test']} test){ssl_note}", fontsize=9)
-        handles, hl = ax.get_legend_handles_labels()
-        if hl:
-            ax.legend(handles[:1], hl[:1], fontsize=7, loc="upper right")
-    return _save(fig, path, note)
+PROTO_STYLE = {"transductive": dict(ls="-", marker="o"), "inductive": dict(ls="--", marker="s")}
 
 
-def _feat_label(f: str) -> str:
+def feature_label(f: str) -> str:
     return {"none": "no features", "ftcp": "FTCP 25,200-d", "ssl": "SSL 2,048-d", "magpie": "Magpie"}.get(
         f, f.replace("ftcp_pca", "FTCP PCA-"))
 
@@ -84,6 +53,63 @@ def _feat_color(f: str) -> str:
     if f.startswith("ftcp_pca"):
         return "#9ecae1"
     return {"none": "#bdbdbd", "ftcp": "#3182bd", "ssl": "#e6550d", "magpie": "#31a354"}.get(f, "#756bb1")
+
+
+def _ssl_label(run) -> str:
+    if not run.trained:
+        return f"SSL random-init ({run.protocol[:5]}.)"
+    return f"SSL {run.preset or ''} ({run.protocol[:5]}.)".replace("  ", " ")
+
+
+# ---------------------------------------------------------------------------------------
+def s1_pca_comparison(s1: dict, R, pub: dict, paper: dict, path: Path, note: str | None = None) -> Path | None:
+    """Upstream's PCA figure redone on the 90/10 split: test RMSE of every model (log scale), per target;
+    the SSL rows of the published run of each protocol and of a random-init control."""
+    slots = [(t, slot) for (t, s), slot in s1.items() if s == "random_10"]
+    if not slots:
+        return None
+    plt = _plt()
+    fig, axes = plt.subplots(1, len(slots), figsize=(6.4 * len(slots), 4.8), squeeze=False)
+    paper_keys = {"formation_energy": {("ftcp", "ols"): "s1.ftcp_ols_fe_rmse_90_10",
+                                       ("pca", "pca_ols"): "s1.ftcp_pca_ols_fe_rmse_90_10",
+                                       ("ssl", "ols"): "s1.ssl_ols_fe_rmse_90_10"},
+                  "band_gap": {("ftcp", "ols"): "s1.ftcp_ols_bg_rmse_90_10",
+                               ("pca", "pca_ols"): "s1.ftcp_pca_ols_bg_rmse_90_10",
+                               ("ssl", "ols"): "s1.ssl_ols_bg_rmse_90_10"}}
+    for ax, (t, slot) in zip(axes[0], slots):
+        bars = []      # (label, value, color, paper key)
+        src = slot["base"] or next(iter(slot["ssl"].values()), None)
+        for r in (src or {}).get("rows", []):
+            if r["features"] in ("ssl",) or r["test"]["rmse"] is None:
+                continue
+            f = "pca" if r["features"].startswith("ftcp_pca") else r["features"]
+            bars.append((f"{feature_label(r['features'])}\n{r['label']}", r["test"]["rmse"], _feat_color(r["features"]),
+                         (f, r["model"])))
+        shown = [run for run in pub.values() if run]
+        shown += sorted({R.runs[lab] for lab in slot["ssl"] if lab in R.runs and not R.runs[lab].trained},
+                        key=lambda r: (r.protocol, r.seed or 0))[:1]
+        for run in shown:
+            d = slot["ssl"].get(run.label)
+            row = next((x for x in (d or {}).get("rows", []) if x["features"] == "ssl" and x["model"] == "ols"), None)
+            if row:
+                bars.append((f"{_ssl_label(run)}\nOLS", row["test"]["rmse"],
+                             "#e6550d" if run.trained else "#fdae6b", ("ssl", "ols") if run.trained else None))
+        x = np.arange(len(bars))
+        ax.bar(x, [b[1] for b in bars], color=[b[2] for b in bars])
+        for xi, b in zip(x, bars):
+            ax.annotate(f"{b[1]:.3g}", (xi, b[1]), ha="center", va="bottom", fontsize=7)
+            key = paper_keys.get(t, {}).get(b[3]) if b[3] else None
+            if key and key in paper:
+                ax.scatter([xi], [paper[key]], **PAPER_STYLE)
+        ax.set_yscale("log")
+        ax.set_xticks(x, [b[0] for b in bars], rotation=60, ha="right", fontsize=7)
+        ax.set_ylabel(f"test RMSE ({(src or {}).get('unit') or 'unitless'}, log scale)")
+        ax.set_title(f"{_pretty_target(t)}, random_10 ({(src or {}).get('n_train')} train / {(src or {}).get('n_test')} "
+                     "test)", fontsize=9)
+        handles, hl = ax.get_legend_handles_labels()
+        if hl:
+            ax.legend(handles[:1], hl[:1], fontsize=7, loc="upper right")
+    return _save(fig, path, note)
 
 
 def s1_ols_sweep(results: list[dict], path: Path, note: str | None = None) -> Path | None:
@@ -121,89 +147,131 @@ def s1_ols_sweep(results: list[dict], path: Path, note: str | None = None) -> Pa
     return _save(fig, path, note)
 
 
-def s1_splits(results: list[dict], path: Path, note: str | None = None) -> Path | None:
-    """Test RMSE against the test share of the random split (the 'stable across splits' claim)."""
-    by_target: dict[str, list[dict]] = {}
-    for r in results:
-        by_target.setdefault(r["target"], []).append(r)
-    by_target = {t: sorted(v, key=lambda r: int(r["split"].split("_")[-1])) for t, v in by_target.items()
-                 if all(r["split"].startswith("random_") for r in v) and len(v) > 1}
-    if not by_target:
+def s1_splits(s1: dict, R, pub: dict, path: Path, note: str | None = None) -> Path | None:
+    """Test RMSE against the test share of the random split (the paper's 'stable across splits'), for the
+    regularised FTCP and Magpie baselines and the SSL tables of both protocols (FTCP OLS and PCA + OLS, at
+    1e3-1e11, would flatten the axis: they are in the tables)."""
+    targets = sorted({t for (t, s) in s1 if s.startswith("random_")})
+    if not targets:
         return None
     plt = _plt()
-    fig, axes = plt.subplots(1, len(by_target), figsize=(6 * len(by_target), 4), squeeze=False)
-    for ax, (t, rs) in zip(axes[0], by_target.items()):
-        pct = [int(r["split"].split("_")[-1]) for r in rs]
-        keys = [(row["features"], row["model"], row["label"]) for row in rs[0]["rows"]]
-        for f, m, lab in keys:
-            if m in ("ols",) and f == "ftcp":
-                continue          # catastrophic values would flatten the axis; in the table
-            if f.startswith("ftcp_pca"):
-                continue
-            vals = [next((x["test"]["rmse"] for x in r["rows"] if x["features"] == f and x["model"] == m), None)
-                    for r in rs]
-            ax.plot(pct, vals, marker="o", label=f"{_feat_label(f)} {lab}", color=_feat_color(f),
-                    ls="-" if m != "ols" else "--")
+    fig, axes = plt.subplots(1, len(targets), figsize=(6.2 * len(targets), 4.3), squeeze=False)
+    for ax, t in zip(axes[0], targets):
+        splits = sorted((s for (tt, s) in s1 if tt == t and s.startswith("random_")), key=lambda s: int(s.split("_")[-1]))
+        pct = [int(s.split("_")[-1]) for s in splits]
+        series = []
+        for f, m, lab in (("ftcp", "ridgecv", "FTCP RidgeCV"), ("magpie", "ridgecv", "Magpie RidgeCV")):
+            vals = [next((r["test"]["rmse"] for r in ((s1[(t, s)]["base"] or {}).get("rows") or [])
+                          if r["features"] == f and r["model"] == m), None) for s in splits]
+            if any(v is not None for v in vals):
+                series.append((lab, vals, dict(color=_feat_color(f), ls=":", marker="^")))
+        runs = [run for run in pub.values() if run]
+        randoms = sorted({R.runs[lab] for (tt, s), slot in s1.items() if tt == t for lab in slot["ssl"]
+                          if lab in R.runs and not R.runs[lab].trained}, key=lambda r: (r.protocol, r.seed or 0))
+        for run in runs + randoms[:1]:
+            vals = [next((r["test"]["rmse"] for r in (s1[(t, s)]["ssl"].get(run.label) or {}).get("rows", [])
+                          if r["features"] == "ssl" and r["model"] == "ols"), None) for s in splits]
+            style = dict(PROTO_STYLE.get(run.protocol, {}), color="#e6550d" if run.trained else "#fdae6b")
+            series.append((f"{_ssl_label(run)} OLS", vals, style))
+        for lab, vals, style in series:
+            ax.plot(pct, [np.nan if v is None else v for v in vals], label=lab, **style)
         ax.set_xlabel("test share of the random split (%)")
-        ax.set_ylabel(f"test RMSE ({rs[0].get('unit') or 'unitless'})")
+        ax.set_ylabel("test RMSE")
+        ax.set_xticks(pct)
         ax.set_ylim(bottom=0)
-        ax.set_title(f"{_pretty_target(t)} (FTCP OLS omitted: see the sweep figure)", fontsize=9)
-        ax.legend(fontsize=6)
+        ax.set_title(_pretty_target(t), fontsize=9)
+        ax.legend(fontsize=7)
+    return _save(fig, path, note)
+
+
+def block_probes(R, path: Path, note: str | None = None) -> Path | None:
+    """Per-block OLS test RMSE (each block alone, all but one), trained vs random-init, both targets."""
+    probes = R.probes_by_run()
+    if not probes:
+        return None
+    cols = ["all"] + [f"B{n}" for n in range(1, 7)] + [f"-B{n}" for n in range(1, 7)]
+    groups: dict[str, list[dict]] = {}
+    for label, d in probes.items():
+        run = R.runs.get(label)
+        if run:
+            groups.setdefault("trained encoders" if run.trained else "random-init encoders", []).append(d)
+    plt = _plt()
+    fig, axes = plt.subplots(1, 2, figsize=(13, 4.2))
+    width = 0.8 / max(1, len(groups))
+    for ax, (t, unit) in zip(axes, (("formation_energy", "eV/atom"), ("band_gap", "eV"))):
+        for k, (name, ds) in enumerate(sorted(groups.items())):
+            means, errs = [], []
+            for c in cols:
+                v = [r["test"]["rmse"] for d in ds for r in d["rows"] if r["columns"] == c and r["model"] == "ols"
+                     and r["target"] == t]
+                means.append(np.mean(v) if v else np.nan)
+                errs.append(np.std(v, ddof=1) if len(v) > 1 else 0.0)
+            x = np.arange(len(cols)) + (k - (len(groups) - 1) / 2) * width
+            ax.bar(x, means, width, yerr=errs, capsize=2, label=f"{name} ({len(ds)} runs)",
+                   color="#e6550d" if name.startswith("trained") else "#fdae6b",
+                   hatch="" if name.startswith("trained") else "//", edgecolor="black", linewidth=0.4)
+        ax.set_xticks(np.arange(len(cols)), cols, fontsize=8)
+        ax.set_ylabel(f"OLS test RMSE ({unit})")
+        ax.set_ylim(bottom=0)
+        ax.set_title(f"{_pretty_target(t)}, random_10: 'Bn' = block n alone, '-Bn' = all blocks but n", fontsize=9)
+        ax.legend(fontsize=7)
     return _save(fig, path, note)
 
 
 # ---------------------------------------------------------------------------------------
-def s2_figure(res: dict, paper: dict, path: Path, standin: bool, note: str | None = None) -> Path | None:
-    """R2 and RMSE of each model/feature set with t-intervals over seeds; importance shares."""
-    if not res:
+def s2_figure(items: dict, paper: dict, path: Path, standin: bool, note: str | None = None) -> Path | None:
+    """Test R2 per model and feature set, and the SSL share of importance, one bar per protocol."""
+    if not items:
         return None
     plt = _plt()
-    summ = res["summary"]
-    fig, (a1, a2, a3) = plt.subplots(1, 3, figsize=(15, 4.3))
-    names, r2, r2e, rmse, rmsee, keys = [], [], [], [], [], []
-    for model in ("mlp", "rf"):
-        for s in ("ftcp", "ssl", "hybrid"):
-            k = f"{model}.{s}.r2"
-            if k in summ:
-                names.append(f"{s.upper() if s != 'hybrid' else 'Hybrid'} ({model.upper()})")
-                keys.append(f"{s}_{model}")
-                r2.append(summ[k]["mean"])
-                r2e.append(_half(summ[k]))
-                rmse.append(summ[f"{model}.{s}.rmse"]["mean"])
-                rmsee.append(_half(summ[f"{model}.{s}.rmse"]))
-    y = np.arange(len(names))
-    for ax, vals, errs, metric in ((a1, r2, r2e, "r2"), (a2, rmse, rmsee, "rmse")):
-        ax.barh(y, vals, xerr=errs, color=["#3182bd" if "FTCP" in n else "#e6550d" if "SSL" in n else "#756bb1"
-                                             for n in names], capsize=3)
-        for yi, k in zip(y, keys):
-            pv = paper.get(f"s2.{metric}.{k}")
-            if pv is not None:
-                ax.scatter([pv], [yi], **PAPER_STYLE)
-        ax.set_yticks(y, names)
-        ax.set_xlim(left=0)
-    a1.set_xlabel("test R2 (mean over seeds, 95 % t-interval)")
-    a2.set_xlabel(f"test RMSE ({res.get('unit') or 'unitless'}; mean, 95 % t-interval)")
-    a1.set_title(f"{_pretty_target(res['target'])}, formula-group split, {res['settings']['seeds']} seeds", fontsize=9)
-    # importance shares
-    bars = []
-    for key, label in (("shap.ssl_share", "SHAP (GradientExplainer)"),
-                       ("group_shapley.2_players.ssl_share", "exact group Shapley, 2 players"),
-                       ("group_shapley.block_players.ssl_share", "exact group Shapley, blocks + SSL"),
-                       ("rf_mdi.ssl_share", "random forest MDI")):
-        if key in summ:
-            bars.append((label, summ[key]["mean"], _half(summ[key])))
-    if bars:
-        yy = np.arange(len(bars))
-        a3.barh(yy, [100 * b[1] for b in bars], xerr=[100 * b[2] for b in bars], color="#e6550d", capsize=3)
-        a3.set_yticks(yy, [b[0] for b in bars])
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(13, 4.9))
+    first = next(iter(items.values()))
+    t = first["target"]
+    keys = [(m, s) for m in ("mlp", "rf") for s in ("ftcp", "ssl", "hybrid")
+            if any(f"{m}.{s}.r2" in d["summary"] for d in items.values())]
+    n = len(items)
+    h = 0.8 / max(1, n)
+    for k, ((label, _, _), d) in enumerate(items.items()):
+        sm = d["summary"]
+        y = np.arange(len(keys)) + (k - (n - 1) / 2) * h
+        vals = [sm.get(f"{m}.{s}.r2", {}).get("mean", np.nan) for m, s in keys]
+        errs = [_half(sm[f"{m}.{s}.r2"]) if f"{m}.{s}.r2" in sm else 0 for m, s in keys]
+        a1.barh(y, vals, h, xerr=errs, capsize=2, label=f"{d['protocol']} ({label})",
+                color="#3182bd" if d["protocol"] == "transductive" else "#9ecae1", edgecolor="black", linewidth=0.4,
+                hatch="" if d["protocol"] == "transductive" else "//")
+    labelled = False
+    for i, (m, s) in enumerate(keys):
+        pv = paper.get(f"s2.r2.{s}_{m}") if t == "formation_energy" else None
+        if pv is not None:
+            a1.scatter([pv], [i], **dict(PAPER_STYLE, label=None if labelled else "paper"))
+            labelled = True
+    a1.set_yticks(np.arange(len(keys)), [f"{s} ({m.upper()})" for m, s in keys])
+    lo = min((d["summary"].get(f"{m}.{s}.r2", {}).get("mean", 1) for d in items.values() for m, s in keys), default=0)
+    a1.set_xlim(max(0.0, min(lo, 0.6) - 0.1), 1.0)
+    a1.set_xlabel("test R2 (mean over seeds, 95 % t-interval; the axis starts above 0)")
+    a1.set_title(f"{_pretty_target(t)}, formula-group split" + (" — SSL = STAND-IN" if standin else ""), fontsize=9)
+    a1.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=3, frameon=False)
+    shares = [("shap.ssl_share", "SHAP (GradientExplainer)"), ("group_shapley.2_players.ssl_share", "group Shapley, 2"),
+              ("group_shapley.block_players.ssl_share", "group Shapley, blocks + SSL"), ("rf_mdi.ssl_share", "forest MDI")]
+    shares = [(k, lab) for k, lab in shares if any(k in d["summary"] for d in items.values())]
+    for k, ((label, _, _), d) in enumerate(items.items()):
+        y = np.arange(len(shares)) + (k - (n - 1) / 2) * h
+        sm = d["summary"]
+        a2.barh(y, [100 * sm.get(key, {}).get("mean", np.nan) for key, _ in shares], h,
+                xerr=[100 * _half(sm[key]) if key in sm else 0 for key, _ in shares], capsize=2,
+                color="#e6550d" if d["protocol"] == "transductive" else "#fdae6b", edgecolor="black", linewidth=0.4,
+                hatch="" if d["protocol"] == "transductive" else "//", label=d["protocol"])
+    if shares:
+        a2.set_yticks(np.arange(len(shares)), [lab for _, lab in shares])
         dim = 100 * 2048 / (25200 + 2048)
-        a3.axvline(dim, color="black", ls="--", lw=1)
-        a3.text(dim, len(bars) - 0.5, f" SSL share of dims {dim:.1f} %", fontsize=7)
-        if paper.get("s2.shap_ssl_share") is not None:
-            a3.scatter([100 * paper["s2.shap_ssl_share"]], [0], **PAPER_STYLE)
-        a3.set_xlim(0, 100)
-        a3.set_xlabel("share of importance on the SSL columns (%)")
-        a3.set_title("hybrid model attribution" + (" — SSL = STAND-IN" if standin else ""), fontsize=9)
+        a2.axvline(dim, color="black", ls="--", lw=1)
+        a2.text(dim, len(shares) - 0.6, f" SSL share of the dims {dim:.1f} %", fontsize=7)
+        if t == "formation_energy" and paper.get("s2.shap_ssl_share") is not None:
+            a2.scatter([100 * paper["s2.shap_ssl_share"]], [0], **PAPER_STYLE)
+        a2.set_xlim(0, 100)
+        a2.set_xlabel("share of importance on the SSL columns (%)")
+        a2.set_title("hybrid model attribution", fontsize=9)
+        a2.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=3, frameon=False)
     return _save(fig, path, note)
 
 
@@ -215,43 +283,75 @@ def _half(ci: dict) -> float:
 
 
 # ---------------------------------------------------------------------------------------
-def s3_figure(res: dict, paper: dict, path: Path, standin: bool, note: str | None = None) -> Path | None:
-    """SSL contribution, delta R2, delta MAE and base/combined R2 against the labelled fraction."""
-    if not res or not res.get("results"):
+def s3_figure(items: dict, paper: dict, path: Path, standin: bool, note: str | None = None) -> Path | None:
+    """SSL contribution against the labelled fraction: one panel per pool, one colour per model, one line
+    style (and marker) per protocol."""
+    if not items:
         return None
     plt = _plt()
-    fig, axes = plt.subplots(1, 4, figsize=(17, 4))
-    models = sorted({v["model"] for v in res["results"].values()})
-    colors = {"mlp": "#e6550d", "hgb": "#3182bd"}
-    names = {"mlp": "RegularizedMLP", "hgb": "HistGradientBoosting (XGBoost stand-in)"}
-    for m in models:
-        pts = sorted((v for v in res["results"].values() if v["model"] == m), key=lambda v: v["fraction_of_all_pct"])
-        x = [v["fraction_of_all_pct"] for v in pts]
-        for ax, key, scale in ((axes[0], "ssl_contribution", 100), (axes[1], "delta_r2", 100),
-                               (axes[2], "delta_mae_pct", 1)):
-            mean = [scale * v["summary"][key]["mean"] for v in pts]
-            err = [scale * _half(v["summary"][key]) for v in pts]
-            ax.errorbar(x, mean, yerr=err, fmt="o-", capsize=3, color=colors.get(m), label=names.get(m, m))
-        for key, ls in (("base_r2", "--"), ("combined_r2", "-")):
-            axes[3].errorbar(x, [v["summary"][key]["mean"] for v in pts], yerr=[_half(v["summary"][key]) for v in pts],
-                             fmt="o" + ls, capsize=3, color=colors.get(m),
-                             label=f"{names.get(m, m)}: {'FTCP base' if key == 'base_r2' else '+ SSL residual'}")
-    p_mlp = paper.get("s3.mlp.ssl_contribution_1pct")
-    if p_mlp is not None:
-        axes[0].scatter([1], [100 * p_mlp], **PAPER_STYLE)
-    for frac, v in (paper.get("s3.xgb.ssl_contribution") or {}).items():
-        axes[0].scatter([frac], [100 * v], marker="s", facecolors="none", edgecolors="black", s=40, zorder=5)
-    axes[0].set_ylabel("SSL contribution: residual-model test R2 (%)")
-    axes[1].set_ylabel("delta test R2, combined - base (percentage points)")
-    axes[2].set_ylabel("delta test MAE, combined vs base (%)")
-    axes[3].set_ylabel("test R2")
-    for ax in axes:
+    pools = sorted({k[3] for k in items}, reverse=True)
+    fig, axes = plt.subplots(1, len(pools), figsize=(6.4 * len(pools), 4.3), squeeze=False)
+    colors = {"mlp": "#e6550d", "xgb": "#3182bd", "hgb": "#31a354"}
+    names = {"mlp": "RegularizedMLP", "xgb": "XGBoost", "hgb": "HistGradientBoosting"}
+    t = next(iter(items.values()))["target"]
+    for ax, pool in zip(axes[0], pools):
+        k = 0
+        for (label, _, _, p), d in items.items():
+            if p != pool:
+                continue
+            for m in sorted({v["model"] for v in d["results"].values()}):
+                pts = sorted((v for v in d["results"].values() if v["model"] == m), key=lambda v: v["fraction_of_all_pct"])
+                x = [v["fraction_of_all_pct"] + 0.12 * (k - 1.5) for v in pts]     # dodged: intervals stay apart
+                k += 1
+                style = PROTO_STYLE.get(d["protocol"], {})
+                ax.errorbar(x, [100 * v["summary"]["ssl_contribution"]["mean"] for v in pts],
+                            yerr=[100 * _half(v["summary"]["ssl_contribution"]) for v in pts], capsize=3,
+                            color=colors.get(m), ls=style.get("ls", "-"), marker=style.get("marker", "o"),
+                            mfc="white" if d["protocol"] == "inductive" else colors.get(m),
+                            label=f"{names.get(m, m)}, {d['protocol']}")
+        if t == "formation_energy" and pool == "test":
+            if paper.get("s3.mlp.ssl_contribution_1pct") is not None:
+                ax.scatter([1], [100 * paper["s3.mlp.ssl_contribution_1pct"]], **dict(PAPER_STYLE, label="paper MLP"))
+            for frac, v in (paper.get("s3.xgb.ssl_contribution") or {}).items():
+                ax.scatter([frac], [100 * v], marker="s", facecolors="none", edgecolors="black", s=40, zorder=5,
+                           label="paper XGBoost" if frac == 1 else None)
+        d0 = next(d for k, d in items.items() if k[3] == pool)
         ax.axhline(0, color="black", lw=0.8)
         ax.set_xlabel("labelled data (% of all materials)")
-        ax.set_xticks(sorted({v["fraction_of_all_pct"] for v in res["results"].values()}))
-    axes[0].legend(fontsize=6, title="paper: diamond MLP, square XGB", title_fontsize=6)
-    axes[3].legend(fontsize=6)
-    fig.suptitle(f"Scenario 3, {_pretty_target(res['target'])}: {res.get('n_test')} test rows, mean over "
-                 f"{res['settings']['seeds']} seeds with 95 % t-intervals, OOF residuals"
-                 + (" — SSL = STAND-IN features" if standin else ""), fontsize=9)
+        ax.set_ylabel("SSL contribution: residual-model test R2 (%)")
+        ax.set_xticks(sorted({v["fraction_of_all_pct"] for d in items.values() for v in d["results"].values()}))
+        ax.set_title(f"{_pretty_target(t)}, pool = {d0['split']}/{pool} ({d0['n_pool']}), test {d0['n_test']}"
+                     + (" — SSL = STAND-IN" if standin else ""), fontsize=9)
+        ax.legend(fontsize=6)
+    return _save(fig, path, note)
+
+
+def probe_curves(ssl_records: dict, R, path: Path, note: str | None = None) -> Path | None:
+    """The label probe of every run over its training epochs, per block (formation energy)."""
+    series: dict[int, list] = {}
+    for label, rec in ssl_records.items():
+        for n, b in rec["blocks"].items():
+            probes = ((b.get("metrics") or {}).get("probes")) or []
+            pts = [(p["epoch"], p["targets"]["formation_energy"]["rmse"]) for p in probes
+                   if "formation_energy" in p.get("targets", {})]
+            if len(pts) > 1:
+                series.setdefault(n, []).append((label, pts))
+    if not series:
+        return None
+    plt = _plt()
+    fig, axes = plt.subplots(2, 3, figsize=(13, 6.5))
+    for ax, n in zip(axes.flat, range(1, 7)):
+        for label, pts in series.get(n, []):
+            run = R.runs.get(label)
+            proto = run.protocol if run else ("inductive" if "inductive" in label else "transductive")
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], lw=1, alpha=0.8,
+                    color="#e6550d" if "upstream" in label else "#756bb1", **{"ls": PROTO_STYLE[proto]["ls"]}
+                    if proto in PROTO_STYLE else {})
+        ax.set_title(f"block {n}", fontsize=9)
+        ax.set_xlabel("epoch (0 = initial weights)")
+        ax.set_ylabel("probe RMSE, FE (eV/atom)")
+    from matplotlib.lines import Line2D
+    axes.flat[0].legend([Line2D([], [], color="#e6550d"), Line2D([], [], color="#756bb1"),
+                         Line2D([], [], color="grey", ls="-"), Line2D([], [], color="grey", ls="--")],
+                        ["upstream preset", "fast preset", "transductive", "inductive"], fontsize=6)
     return _save(fig, path, note)
