@@ -974,10 +974,15 @@ def _cli_info(args) -> int:
     print(f"labels      {', '.join(ds.label_names)}")
     m = ds.manifest
     if m:
-        print(f"layout      {m['layout_version']}, phase {m['phase']}, built {m['created']} "
-              f"with ftcp {m['package_version']}")
-        print(f"source      {m['source']['path']} ({m['source']['kind']}, sha256 {m['source']['sha256'][:16]}...)")
-        print(format_counts(m))
+        print(f"layout      {m.get('layout_version')}, phase {m.get('phase')}, built "
+              f"{m.get('created') or m.get('created_utc')} with ftcp {m.get('package_version', '?')}")
+        src = m.get("source") or {}
+        if src:
+            print(f"source      {src.get('path')} ({src.get('kind')}, sha256 {str(src.get('sha256'))[:16]}...)")
+        if m.get("synthetic"):
+            print(f"SYNTHETIC   {m['synthetic'].get('generator')}: {m['synthetic'].get('purpose', 'not real data')}")
+        if "reject_reasons" in m:
+            print(format_counts(m))
     elif ds.layout == "native":
         print("manifest    none (store not built by `ftcp build`; no checksums or counts)")
     print("splits      " + (", ".join(f"{s} ({len(ds.part(s, 'train'))}/{len(ds.part(s, 'test'))})"
