@@ -17,7 +17,8 @@ Pretext tasks (15 % of the occupied sites hidden, at least one, re-drawn every s
 
 5. ``masked_coordinates`` - predict each hidden site's fractional coordinates as points on
    three circles; loss ``1 - cos 2 pi (x_pred - x)`` averaged over the axes (periodic: a site
-   at 0.99 is close to one at 0.01; a random guess scores 1).  Metric: RMS minimum-image distance on the unit torus.
+   at 0.99 is close to one at 0.01; a random guess scores 1).  Metric: that periodic error (the RMS minimum-image
+   distance on the unit torus and the share of sites within 0.05 are reported beside it).
 6. ``pair_distances`` - the minimum-image Cartesian distance (Angstrom) between each hidden
    site and up to ``n_partners`` random other sites (visible or hidden).  Minimum images are
    taken in a reduced basis of the lattice (exact for the skewed primitive cells found in MP,

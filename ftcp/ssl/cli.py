@@ -180,6 +180,10 @@ def cmd_prepare(args):
     if not args.no_crystal_systems:
         path = targets.ensure_crystal_systems(data.source, data.ssl_dir, data.search_dirs()[1:], workers=args.workers)
         print(f"crystal systems: {path}")
+    if args.crossmodal:
+        from .crossmodal import ensure_descriptors
+
+        print(f"cross-modal targets: {ensure_descriptors(data.source, data.ssl_dir, data.search_dirs()[1:])}")
 
 
 def cmd_pack(args):
@@ -210,7 +214,9 @@ def _add_commands(sub, prefix: str = ""):
     p = sub.add_parser(prefix + "prepare", help="make the SSL split, normaliser and Block 2 crystal-system targets")
     add_data_args(p)
     p.add_argument("--workers", type=int, default=None, help="processes for the crystal-system targets")
-    p.add_argument("--no-crystal-systems", action="store_true")
+    p.add_argument("--no-crystal-systems", action="store_true", help="skip the Block 2 crystal-system targets")
+    p.add_argument("--crossmodal", action="store_true",
+                   help="also compute the cross-modal targets (--objective crossmodal; needs the full store)")
     p.set_defaults(func=cmd_prepare)
     p = sub.add_parser(prefix + "pack", help="write a compact data root (regions + SSL files) for a GPU box")
     p.add_argument("--data", default=None)
