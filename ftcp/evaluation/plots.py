@@ -119,23 +119,23 @@ def s1_ols_sweep(results: list[dict], path: Path, note: str | None = None) -> Pa
         return None
     plt = _plt()
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 4.2))
-    for r in res:
+    for k, r in enumerate(res):
         sw = r["feature_sets"]["ftcp"]["ols_sweep"]
         t = r["target"]
         conds = [s["cond"] for s in sw]
         rmse = [s["test"]["rmse"] for s in sw]
         a1.plot(conds, rmse, "o-", label=f"{_pretty_target(t)} ({r.get('unit')})")
-        for c, v, s in zip(conds, rmse, sw):
-            a1.annotate(f"rank {s['rank']}", (c, v), fontsize=6, xytext=(3, 3), textcoords="offset points")
+        if k == 0:       # the rank depends on the design only: the same for every target, written once
+            for c, s in zip(conds, sw):
+                a1.annotate(f"rank {s['rank']}", (c, 0.0), xycoords=("data", "axes fraction"), fontsize=6,
+                            xytext=(0, 4), textcoords="offset points", ha="center", color="dimgrey")
     a1.set_xscale("log")
     a1.set_yscale("log")
     a1.set_xlabel("OLS cutoff: singular values <= cond x s_max treated as zero")
     a1.set_ylabel("test RMSE (log scale; eV/atom or eV)")
-    a1.axvline(2.22e-16, color="grey", ls=":", lw=1)
-    a1.axvline(1e-6, color="grey", ls="--", lw=1)
-    a1.text(2.22e-16, a1.get_ylim()[1], " scipy/LAPACK default\n (sklearn < 1.9)", fontsize=6, va="top")
-    a1.text(1e-6, a1.get_ylim()[1], " sklearn 1.9 tol", fontsize=6, va="top")
-    a1.legend(fontsize=7)
+    a1.axvline(2.22e-16, color="grey", ls=":", lw=1, label="scipy/LAPACK default (sklearn < 1.9)")
+    a1.axvline(1e-6, color="grey", ls="--", lw=1, label="sklearn 1.9 tolerance")
+    a1.legend(fontsize=7, loc="center right")
     a1.set_title(f"raw FTCP + StandardScaler + min-norm OLS, {res[0]['split']}", fontsize=9)
     sv = np.asarray(res[0]["feature_sets"]["ftcp"]["singular_values_relative"], dtype=float)
     if len(sv):
@@ -175,8 +175,10 @@ def s1_splits(s1: dict, R, pub: dict, path: Path, note: str | None = None) -> Pa
             series.append((f"{_ssl_label(run)} OLS", vals, style))
         for lab, vals, style in series:
             ax.plot(pct, [np.nan if v is None else v for v in vals], label=lab, **style)
+        unit = next((sl["base"] or next(iter(sl["ssl"].values()), {})).get("unit") for (tt, _), sl in s1.items()
+                    if tt == t)
         ax.set_xlabel("test share of the random split (%)")
-        ax.set_ylabel("test RMSE")
+        ax.set_ylabel(f"test RMSE ({unit or 'unitless'})")
         ax.set_xticks(pct)
         ax.set_ylim(bottom=0)
         ax.set_title(_pretty_target(t), fontsize=9)

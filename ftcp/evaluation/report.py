@@ -169,9 +169,11 @@ def _protocols(ctx) -> list[str]:
                                                                kv[1].seed or 0)):
         rec = ssl.get(label, {})
         feats = rec.get("features") or {}
-        sizes = (feats.get("ssl_split") or (rec.get("run") or {}).get("split") or {}).get("sizes") or {}
-        git = ((rec.get("run") or {}).get("git") or {}).get("commit") or ""
-        device = (rec.get("run") or {}).get("device_name") or "n/a"
+        sizes = (feats.get("ssl_split") or (rec.get("run") or {}).get("split") or
+                 R.ssl_split_of(label) or {}).get("sizes") or {}
+        info = R.ssl_info_of(label)
+        git = ((rec.get("run") or {}).get("git") or info.get("git") or {}).get("commit") or ""
+        device = (rec.get("run") or {}).get("device_name") or info.get("trained_on") or "n/a"
         mark = " (published)" if run.published and ctx["pub"].get(run.protocol) == run else ""
         L.append(f"| `{label}`{mark} | {run.protocol} | {run.kind} | {run.seed if run.seed is not None else '—'} | "
                  f"{' / '.join(_fmt(sizes.get(k)) for k in ('train', 'val', 'test'))} ({_fmt(sizes.get('excluded'))}) | "
@@ -209,6 +211,9 @@ def _verdict_interval(ci, paper, rel=0.25) -> str:
 def _claims(ctx) -> list[str]:
     s1, s2, s3, pub = ctx["s1"], ctx["s2"], ctx["s3"], ctx["pub"]
     protos = ["transductive", "inductive"]
+    if ctx["synthetic"]:
+        return ["## The paper's claims and ours", "", "Not applicable: these results come from synthetic demo data, "
+                "which the paper's numbers cannot be compared with.", ""]
     L = ["## The paper's claims and ours", "",
          "| claim | paper | ours, transductive | ours, inductive | verdict |", "|---|---|---|---|---|"]
 

@@ -82,6 +82,17 @@ class Results:
                 self.runs.setdefault(run.label, run)
 
     # -- SSL runs ------------------------------------------------------------------------------
+    def ssl_info_of(self, label: str) -> dict:
+        """What a result recorded about SSL run ``label`` (``provenance.ssl``; for runs without a record)."""
+        for d in self.s1 + self.s2 + self.s3 + self.probes:
+            ssl = (d.get("provenance") or {}).get("ssl") or {}
+            if ssl.get("label") == label:
+                return ssl
+        return {}
+
+    def ssl_split_of(self, label: str) -> dict | None:
+        return self.ssl_info_of(label).get("ssl_split")
+
     def published(self, protocol: str) -> SSLRun | None:
         cands = sorted((r for r in self.runs.values() if r.published and r.protocol == protocol),
                        key=lambda r: (r.seed is None, r.seed or 0, r.label))
