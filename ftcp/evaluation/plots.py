@@ -69,7 +69,7 @@ def s1_pca_comparison(s1: dict, R, pub: dict, paper: dict, path: Path, note: str
     if not slots:
         return None
     plt = _plt()
-    fig, axes = plt.subplots(1, len(slots), figsize=(6.4 * len(slots), 4.8), squeeze=False)
+    fig, axes = plt.subplots(1, len(slots), figsize=(7.6 * len(slots), 5.0), squeeze=False)
     paper_keys = {"formation_energy": {("ftcp", "ols"): "s1.ftcp_ols_fe_rmse_90_10",
                                        ("pca", "pca_ols"): "s1.ftcp_pca_ols_fe_rmse_90_10",
                                        ("ssl", "ols"): "s1.ssl_ols_fe_rmse_90_10"},
@@ -90,10 +90,12 @@ def s1_pca_comparison(s1: dict, R, pub: dict, paper: dict, path: Path, note: str
                         key=lambda r: (r.protocol, r.seed or 0))[:1]
         for run in shown:
             d = slot["ssl"].get(run.label)
-            row = next((x for x in (d or {}).get("rows", []) if x["features"] == "ssl" and x["model"] == "ols"), None)
-            if row:
-                bars.append((f"{_ssl_label(run)}\nOLS", row["test"]["rmse"],
-                             "#e6550d" if run.trained else "#fdae6b", ("ssl", "ols") if run.trained else None))
+            for model, name in (("ols", "OLS"), ("ridgecv", "RidgeCV (LOO)")):
+                row = next((x for x in (d or {}).get("rows", []) if x["features"] == "ssl" and x["model"] == model), None)
+                if row:
+                    bars.append((f"{_ssl_label(run)}\n{name}", row["test"]["rmse"],
+                                 "#e6550d" if run.trained else "#fdae6b",
+                                 ("ssl", "ols") if run.trained and model == "ols" else None))
         x = np.arange(len(bars))
         ax.bar(x, [b[1] for b in bars], color=[b[2] for b in bars])
         for xi, b in zip(x, bars):
