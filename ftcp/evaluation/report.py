@@ -137,6 +137,7 @@ def make_report(results_root, report_dir) -> Path:
     lines += _scenario3(ctx, figs)
     lines += _pretext(ctx)
     lines += _diagnostics(ctx, figs)
+    lines += _objectives(ctx)
     lines += _coverage(ctx)
     lines += _definitions()
     path = report_dir / "RESULTS.md"
@@ -737,6 +738,54 @@ def _diagnostics(ctx, figs) -> list[str]:
                  f"{_fmt(float(np.mean(r['rk0'])), 3)} -> {_fmt(float(np.mean(r['rk1'])), 3)} |")
     L += [""] + _img(figs, "probe_curves", "Label probe (formation energy, SSL-train crystals) over training epochs, "
                                            "per block: every run is one line; epoch 0 is the random-init control; the y axes differ")
+    return L
+
+
+def _objectives(ctx) -> list[str]:
+    """Per-block label probe of every SSL objective: initial (random weights) -> trained, over seeds."""
+    groups: dict[tuple, dict] = {}
+    for label, rec in ctx["ssl"].items():
+        run = rec.get("run") or {}
+        for n, b in rec["blocks"].items():
+            m = b.get("metrics") or {}
+            probes = m.get("probes") or []
+            if m.get("status") != "finished" or len(probes) < 2:
+                continue
+            key = (run.get("objective") or "upstream", run.get("preset") or "?", run.get("max_samples"),
+                   (run.get("split") or {}).get("protocol") or "?")
+            g = groups.setdefault(key, {}).setdefault(n, {"seeds": [], "fe0": [], "fe1": [], "bg0": [], "bg1": []})
+            g["seeds"].append(run.get("seed"))
+            for k, tgt in (("fe", "formation_energy"), ("bg", "band_gap")):
+                g[k + "0"].append(probes[0]["targets"].get(tgt, {}).get("rmse"))
+                g[k + "1"].append(probes[-1]["targets"].get(tgt, {}).get("rmse"))
+    objectives = {k[0] for k in groups}
+    if len(objectives) < 2:
+        return []
+    L = ["## SSL objectives compared (label probe on SSL-train crystals)", "",
+         "Upstream's 13 tasks against the optional cross-modal objective (`--objective crossmodal`: every block also "
+         "predicts a 204-value summary of the whole crystal through a linear head, `ftcp.ssl.crossmodal`). Each cell: "
+         "probe RMSE with the initial (random) weights -> after training, mean ± sd over seeds; selection uses this "
+         "probe only (SSL-train crystals), never a scenario's test set. Rows with a training cap were trained on that "
+         "many SSL-train crystals (a reduced-scale comparison where the GPU was not available).", "",
+         "| objective | preset | SSL-train cap | protocol | block | seeds | FE (eV/atom) | BG (eV) |",
+         "|---|---|---|---|---|---|---|---|"]
+
+    def cell(a, b):
+        a, b = [x for x in a if x is not None], [x for x in b if x is not None]
+        if not a or not b:
+            return "n/a"
+        sd = (lambda v: f" ± {np.std(v, ddof=1):.3f}" if len(v) > 1 else "")
+        return (f"{np.mean(a):.3f}{sd(a)} -> **{np.mean(b):.3f}**{sd(b)} "
+                f"({100 * (np.mean(b) - np.mean(a)) / np.mean(a):+.0f} %)")
+    for key in sorted(groups, key=lambda k: (str(k[2]), k[1], k[3], k[0])):
+        obj, preset, cap, proto = key
+        for n, g in sorted(groups[key].items()):
+            L.append(f"| {obj} | {preset} | {_fmt(cap) if cap else 'none'} | {proto} | B{n} | "
+                     f"{', '.join(str(x) for x in sorted(g['seeds']))} | {cell(g['fe0'], g['fe1'])} | "
+                     f"{cell(g['bg0'], g['bg1'])} |")
+    L += ["", "Commands: `ftcp ssl-train-all --data Data --out runs/<run> --protocol inductive --preset fast --seed S "
+          "--objective {upstream,crossmodal} --probe-every 5 [--max-samples 4000 --blocks ...]`; records under "
+          "`results/ssl/`.", ""]
     return L
 
 
