@@ -34,7 +34,6 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 
 DEFAULT_CSV = Path(os.environ.get("CRYS_SHARED", REPO.parent / "shared")) / "data" / "mp_36k" / "mp_36k.csv.gz"
 

@@ -1,7 +1,7 @@
 """Benchmark the SSL engine: throughput, epoch time, time to upstream epochs, pretext metrics vs baselines.
 
 Runs from the repo root with only torch + numpy + tqdm, on a prepared data root: a native store
-(ftcp.npy + material_ids.npy) or a region pack (``python -m ftcp.ssl pack``), with the prepared
+(ftcp.npy + material_ids.npy) or a region pack (``ftcp ssl-pack``), with the prepared
 SSL files (ssl_split.json, normalizer.json, crystal_system.npz) in ``<root>/SSL`` or ``--out``.
 
     # one GPU, upstream settings, Blocks 1-3
@@ -23,21 +23,18 @@ import argparse
 import csv
 import json
 import platform
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
+import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-import torch  # noqa: E402
-
-from ftcp.ssl import data as D  # noqa: E402
-from ftcp.ssl.cli import load_block  # noqa: E402
-from ftcp.ssl.engine import TrainConfig, run_block, setup_distributed  # noqa: E402
-from ftcp.ssl.export import load_embeddings  # noqa: E402
-from ftcp.ssl.train_all import FAST  # noqa: E402  (the --preset fast settings, SSL_Training/README.md)
+from ftcp.io_utils import resolve_data_root
+from ftcp.ssl import data as D
+from ftcp.ssl.blocks import load_block
+from ftcp.ssl.engine import TrainConfig, run_block, setup_distributed
+from ftcp.ssl.export import load_embeddings
+from ftcp.ssl.train_all import FAST  # the --preset fast settings (SSL_Training/README.md)
 
 
 # ------------------------------------------------------------------------------------------
@@ -143,9 +140,9 @@ def main(argv=None):
     results, blocks = {}, []
     started = time.perf_counter()
     if args.probe_only:
-        ssl_dir = Path(args.out) if args.out else D.data_root(args.data) / "SSL"
+        ssl_dir = Path(args.out) if args.out else resolve_data_root(args.data) / "SSL"
         blocks = [load_block(n) for n in args.blocks]
-        out = probe(D.data_root(args.data), ssl_dir, blocks, {b.number: {"out_dir": ssl_dir / b.dirname} for b in blocks})
+        out = probe(resolve_data_root(args.data), ssl_dir, blocks, {b.number: {"out_dir": ssl_dir / b.dirname} for b in blocks})
         print(json.dumps(out, indent=1))
         if args.json:
             Path(args.json).write_text(json.dumps({"date": time.strftime("%Y-%m-%d %H:%M:%S"), "probe": out}, indent=2))
@@ -194,8 +191,8 @@ def main(argv=None):
               "total_wall_seconds": time.perf_counter() - started,
               "total_time_to_upstream_epochs_seconds": sum(r["time_to_upstream_epochs_seconds"] for r in results.values())}
     if ddp.main and args.probe:
-        ssl_dir = Path(args.out) if args.out else D.data_root(args.data) / "SSL"
-        report["probe"] = probe(D.data_root(args.data), ssl_dir, blocks, results)
+        ssl_dir = Path(args.out) if args.out else resolve_data_root(args.data) / "SSL"
+        report["probe"] = probe(resolve_data_root(args.data), ssl_dir, blocks, results)
     if ddp.main:
         print_report(report)
         if args.json:

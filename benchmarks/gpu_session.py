@@ -240,7 +240,7 @@ def cmd_ssl(args) -> None:
     t0 = time.time()
     deadline = t0 + args.budget
     work = Path(args.work).resolve()
-    data, runs, results, logs = work / "data", work / "runs", work / "results", work / "logs"
+    data, runs, logs = work / "data", work / "runs", work / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     plan = PLANS[args.plan]
     if args.mps:

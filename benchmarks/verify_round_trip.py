@@ -21,7 +21,6 @@ import pandas as pd
 from tqdm import tqdm
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent))
 
 
 def _check(chunk):

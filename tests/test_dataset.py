@@ -3,13 +3,14 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from store_helpers import make_native_store
 
 from ftcp import layout as L
-from ftcp.dataset import open_dataset, write_upstream_layout
+from ftcp.convert import write_upstream_layout
+from ftcp.dataset import open_dataset
 from ftcp.errors import UserError
 from ftcp.io_utils import load_id_array
-from ftcp.splits import make_splits
-from store_helpers import make_native_store
+from ftcp.splitting import make_splits
 
 
 @pytest.fixture()

@@ -150,10 +150,13 @@ def test_csv_is_byte_identical_and_has_a_provenance_sidecar(tmp_path):
 
 
 def test_command_line(tmp_path, capsys):
-    out = tmp_path / "demo.csv.gz"
-    assert demo.main([str(out), "--n", "3", "--seed", "0", "--quiet"]) == 0
-    assert out.exists() and (tmp_path / "demo.json").exists()
-    assert "synthetic" in capsys.readouterr().out
+    """The generator's command line is the demo's first stage: ``ftcp demo --stages demo-data``."""
+    from ftcp.cli import main
+
+    out = tmp_path / "demo"
+    assert main(["demo", "--out", str(out), "--n-crystals", "60", "--stages", "demo-data", "--no-progress"]) == 0
+    assert (out / "demo_dataset.csv.gz").exists() and (out / "demo_dataset.json").exists()
+    assert "SYNTHETIC demo data" in capsys.readouterr().out
 
 
 def test_rejects_empty_request():

@@ -3,8 +3,16 @@ import numpy as np
 import pytest
 import torch
 
-from ftcp.evaluation.mlp import (TorchMLPRegressor, TrainConfig, hybrid_mlp, inner_split, predict,
-                                 regularized_mlp, restrict_inputs, train_regressor)
+from ftcp.evaluation.mlp import (
+    TorchMLPRegressor,
+    TrainConfig,
+    hybrid_mlp,
+    inner_split,
+    predict,
+    regularized_mlp,
+    restrict_inputs,
+    train_regressor,
+)
 
 
 def _data(n=300, p=12, seed=0):

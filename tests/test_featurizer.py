@@ -1,8 +1,6 @@
 """FTCP featurizer: golden compatibility, the reference algorithm, phases, rejections, inversion."""
 from __future__ import annotations
 
-import sys
-
 import numpy as np
 import pandas as pd
 import pytest
@@ -10,15 +8,17 @@ from pymatgen.analysis.structure_matcher import StructureMatcher
 from pymatgen.core import DummySpecies, Lattice, Species, Structure
 
 import ftcp
+from benchmarks.reference_ftcp import reference_ftcp, upstream_procedure_ftcp
 from ftcp import layout as L
-from ftcp.featurizer import (MIN_SITE_DISTANCE, RejectedStructure, check_structure, closest_sites_below,
-                             crystal_from_structure,
-                             featurize_crystals, reciprocal_points)
-
-from conftest import REPO
-
-sys.path.insert(0, str(REPO / "benchmarks"))
-from reference_ftcp import reference_ftcp, upstream_procedure_ftcp  # noqa: E402
+from ftcp.featurizer import (
+    MIN_SITE_DISTANCE,
+    RejectedStructure,
+    check_structure,
+    closest_sites_below,
+    crystal_from_structure,
+    featurize_crystals,
+    reciprocal_points,
+)
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 

@@ -1,16 +1,16 @@
 """Splits: sizes, determinism, no formula overlap (synthetic and real mp_36k formulas)."""
 from __future__ import annotations
 
-
 import numpy as np
 import pandas as pd
 import pytest
+from store_helpers import make_native_store
 
 from ftcp.dataset import open_dataset
 from ftcp.errors import UserError
 from ftcp.io_utils import read_id_list, read_json, sha256_file
-from ftcp.splits import group_split, make_splits, random_split, split_dir
-from store_helpers import make_native_store
+from ftcp.splits import group_split, random_split, split_dir
+from ftcp.splitting import make_splits
 
 
 def _files(root):

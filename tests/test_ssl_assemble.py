@@ -171,15 +171,16 @@ TINY_SETS = ["1:slot_width=16", "1:set_width=8", "1:hidden=16", "1:projector_wid
 
 
 def _train_all(argv) -> dict:
-    """Run ``SSL_Training/train_all.py``'s entry point; its summary as written to the SSL directory."""
-    from ftcp.ssl.train_all import main
+    """Run ``ftcp ssl-train-all`` (what ``SSL_Training/train_all.py`` runs); its summary as written to the SSL
+    directory."""
+    from ftcp.cli import main
 
-    assert main(argv) == 0
+    assert main(["ssl-train-all", *argv]) == 0
     out = argv[argv.index("--out") + 1]
     return json.loads((Path(out) / "train_all_summary.json").read_text())
 
 
-def test_train_all_trains_assembles_and_skips_finished_blocks(tmp_path_factory, tmp_path):
+def test_train_all_trains_assembles_and_skips_finished_blocks(tmp_path_factory, tmp_path, capsys):
     from ftcp.ssl import data as D
 
     train_all = _train_all
@@ -201,10 +202,10 @@ def test_train_all_trains_assembles_and_skips_finished_blocks(tmp_path_factory, 
     md = (table_dir / P.MD_FILE).read_text()
     assert "of 13** tasks have test >= validation" in md
     # a checkpoint brought back alone (e.g. from a GPU box) re-exports the same embeddings
-    from ftcp.ssl.cli import main as ssl_main
+    from ftcp.cli import main as ftcp_main
     from ftcp.ssl.export import load_embeddings
 
-    ssl_main(["export", "--block", "4", "--data", str(root), "--out", str(out), "--to", str(tmp_path / "again"),
+    ftcp_main(["ssl-export", "--block", "4", "--data", str(root), "--out", str(out), "--to", str(tmp_path / "again"),
               "--device", "cpu"])
     ids4, emb4 = load_embeddings(out / "block4_site_occupancy" / "embeddings.npz")
     ids_re, emb_re = load_embeddings(tmp_path / "again" / "block4_site_occupancy" / "embeddings.npz")
@@ -215,8 +216,9 @@ def test_train_all_trains_assembles_and_skips_finished_blocks(tmp_path_factory, 
     assert np.array_equal(np.load(out / A.FEATURES_FILE), feats)
     # another setting for one block: its last.pt is refused (no silent mix), --restart retrains that block only,
     # and the table is re-assembled from the six blocks
-    with pytest.raises(ValueError, match="--restart"):
-        train_all(argv + ["--set", "5:weight_lattice=0.9", "--blocks", "5"])
+    capsys.readouterr()
+    assert ftcp_main(["ssl-train-all", *argv, "--set", "5:weight_lattice=0.9", "--blocks", "5"]) == 1
+    assert "pass --restart to start over" in capsys.readouterr().err
     changed = train_all(argv + ["--set", "5:weight_lattice=0.9", "--blocks", "5", "--restart"])
     assert list(changed["blocks"]) == ["5"] and changed["blocks"]["5"]["status"] == "finished"
     new = np.load(out / A.FEATURES_FILE)

@@ -7,8 +7,8 @@ import torch
 
 from ftcp import layout as L
 from ftcp.ssl import data as D
-from ftcp.ssl.cli import load_block
 from ftcp.ssl.batches import load_block_fields
+from ftcp.ssl.blocks import load_block
 from ftcp.ssl.synthetic import synthetic_root_cached
 
 

@@ -11,7 +11,7 @@ from ftcp import layout as L
 from ftcp.ssl import crossmodal as X
 from ftcp.ssl import data as D
 from ftcp.ssl.batches import DeviceData, load_block_fields
-from ftcp.ssl.cli import load_block
+from ftcp.ssl.blocks import load_block
 from ftcp.ssl.metrics import RegressionTask
 from ftcp.ssl.steps import TrainStep, make_optimizer
 from ftcp.ssl.synthetic import synthetic_root_cached

@@ -20,9 +20,8 @@ from ftcp import featurize
 from ftcp.dataset import open_dataset
 from ftcp.errors import UserError
 from ftcp.io_utils import sha256_file
-from ftcp.splits import make_splits
-from ftcp.store import (STORE_FILES, BuildInterrupted, build_store, read_manifest, resolve_label_columns,
-                        verify_store)
+from ftcp.splitting import make_splits
+from ftcp.store import STORE_FILES, BuildInterrupted, build_store, read_manifest, resolve_label_columns, verify_store
 
 REPO = Path(__file__).resolve().parents[1]
 

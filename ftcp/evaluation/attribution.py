@@ -24,6 +24,7 @@ from typing import Callable
 
 import numpy as np
 
+from ..logs import progress_bar
 from .metrics import bootstrap_ci
 
 
@@ -43,10 +44,7 @@ def gradient_shap(model, background: np.ndarray, explain: np.ndarray, nsamples: 
     model = model.cpu().eval()
     bg = torch.as_tensor(np.ascontiguousarray(background), dtype=torch.float32)
     explainer = shap.GradientExplainer(model, bg)
-    chunks = range(0, len(explain), batch_size)
-    if progress:
-        from tqdm import tqdm
-        chunks = tqdm(chunks, desc="SHAP batches", leave=False)
+    chunks = progress_bar(range(0, len(explain), batch_size), progress, desc="SHAP batches", leave=False)
     out = []
     for s in chunks:
         xb = torch.as_tensor(np.ascontiguousarray(explain[s:s + batch_size]), dtype=torch.float32)
@@ -173,10 +171,7 @@ def mlp_group_values(model, x: np.ndarray, background: np.ndarray, groups: list[
     bx = torch.stack([bt[:, torch.as_tensor(g, device=device)] @ w[:, torch.as_tensor(g, device=device)].T
                       for g in groups])                                  # (G, m, h)
     tail = tail.to(device).double().eval()
-    masks = range(1 << len(groups))
-    if progress:
-        from tqdm import tqdm
-        masks = tqdm(masks, desc="group Shapley coalitions", leave=False)
+    masks = progress_bar(range(1 << len(groups)), progress, desc="group Shapley coalitions", leave=False)
     values = {}
     with torch.no_grad():
         for mask in masks:

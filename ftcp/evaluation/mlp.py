@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..logs import progress_bar
 from ..runtime import seed_everything
 
 
@@ -131,10 +132,7 @@ def train_regressor(model: nn.Module, x_train, y_train, x_val, y_val, config: Tr
     sign = 1.0 if config.monitor == "r2" else -1.0
     best, best_state, best_epoch, since = -math.inf, None, -1, 0
     history = []
-    epochs = range(config.max_epochs)
-    if progress:
-        from tqdm import tqdm
-        epochs = tqdm(epochs, desc="epochs", leave=False)
+    epochs = progress_bar(range(config.max_epochs), progress, desc="epochs", leave=False)
     n = len(xt)
     for epoch in epochs:
         net.train()

@@ -25,20 +25,19 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import time
 from pathlib import Path
 
 import numpy as np
 
 from .. import layout as L
-from ..io_utils import atomic_write_json, read_json_if_exists, sha256_file, utc_now
+from ..io_utils import atomic_save_npy, atomic_write_json, read_json_if_exists, sha256_file, utc_now
 from . import data as D
 from .export import EMBEDDINGS_FILE, load_embeddings
 
 FEATURES_FILE = "ssl_features.npy"
 IDS_FILE = "ssl_material_ids.npy"
-INFO_FILE = "ssl_features.json"
+INFO_FILE = D.FEATURES_INFO
 #: what ``ftcp ssl-train-all`` records about a run (protocol, preset, seed, commit, ...)
 RUN_FILE = "ssl_run.json"
 
@@ -66,12 +65,6 @@ def first_differences(reference: np.ndarray, other: np.ndarray, limit: int = 5) 
         parts.append(f"same IDs in another order: first differing rows {pos} "
                      f"(reference {[reference[i] for i in pos]} vs {[other[i] for i in pos]})")
     return "; ".join(parts)
-
-
-def _atomic_save_npy(path: Path, array: np.ndarray):
-    tmp = path.with_name(path.name + ".tmp.npy")
-    np.save(tmp, array, allow_pickle=False)
-    os.replace(tmp, path)
 
 
 def load_blocks(ssl_dir, blocks=L.BLOCKS) -> tuple[np.ndarray, list[np.ndarray], list[dict]]:
@@ -139,8 +132,8 @@ def assemble(ssl_dir, root=None, features_dir=None, blocks=L.BLOCKS, upstream_la
         offsets.append(start)
         start += a.shape[1]
     out_dir.mkdir(parents=True, exist_ok=True)
-    _atomic_save_npy(out_dir / FEATURES_FILE, features)
-    _atomic_save_npy(out_dir / IDS_FILE, ids.astype(str))
+    atomic_save_npy(out_dir / FEATURES_FILE, features)
+    atomic_save_npy(out_dir / IDS_FILE, ids.astype(str))
     # the prepared files the engine used: the SSL directory's, else <root>/SSL's
     where = {name: next((d / name for d in (ssl_dir, *([Path(root) / "SSL"] if root is not None else []))
                          if (d / name).exists()), None) for name in (D.SPLIT_FILE, D.NORMALIZER_FILE)}
@@ -198,31 +191,8 @@ def write_upstream_features(root, ids: np.ndarray, features: np.ndarray) -> list
             cap = side.capitalize()
             folder = split_dir(root, split) / cap
             folder.mkdir(parents=True, exist_ok=True)
-            _atomic_save_npy(folder / f"{cap}_Extracted_Features_Data.npy", features[rows])
-            _atomic_save_npy(folder / f"{cap}_Extracted_Features_Material_IDs.npy", part_ids)
+            atomic_save_npy(folder / f"{cap}_Extracted_Features_Data.npy", features[rows])
+            atomic_save_npy(folder / f"{cap}_Extracted_Features_Material_IDs.npy", part_ids)
             written.append({"split": split, "side": side, "n": int(len(rows)), "folder": str(folder)})
     log.info("upstream layout: wrote the SSL features of %d split parts under %s", len(written), root)
     return written
-
-
-def main(argv=None):
-    import argparse
-
-    p = argparse.ArgumentParser(description="Join the six SSL block embeddings by material ID into the 2,048-d table.")
-    p.add_argument("--data", default=None, help="data root (default $CRYS_REP_DATA or Data)")
-    p.add_argument("--out", default=None, help="SSL directory holding block<N>_*/embeddings.npz (default <data>/SSL)")
-    p.add_argument("--features-dir", default=None, help="where to write ssl_features.* (default: the SSL directory)")
-    p.add_argument("--upstream-layout", action="store_true",
-                   help="also write Split_*/{Train,Test}/*_Extracted_Features_*.npy for every split of the data root")
-    args = p.parse_args(argv)
-    root = D.data_root(args.data)
-    ssl_dir = Path(args.out) if args.out else root / "SSL"
-    assemble(ssl_dir, root=root, features_dir=args.features_dir, upstream_layout=args.upstream_layout)
-
-
-if __name__ == "__main__":
-    import sys
-
-    from ..errors import run_main
-
-    sys.exit(run_main(main, prog="python -m ftcp.ssl.assemble"))

@@ -21,19 +21,20 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from .. import layout as L
-from ..io_utils import atomic_write_json, atomic_write_text, read_id_list, resolve_data_root, utc_now
+from ..io_utils import atomic_save_npz, atomic_write_json, atomic_write_text, read_id_list, resolve_data_root, utc_now
 from ..normalize import RowMinMaxScaler
 from ..splits import find_split_dirs, split_dir
 
 SPLIT_FILE = "ssl_split.json"
 NORMALIZER_FILE = "normalizer.json"
+#: the record of the assembled feature table (ftcp.ssl.assemble writes it; ftcp embed and the hub read it)
+FEATURES_INFO = "ssl_features.json"
 PACK_FILE = "ssl_regions.npz"
 PACK_MANIFEST = "ssl_pack.json"
 SPLIT_FRACTIONS = (0.8, 0.1, 0.1)
@@ -44,7 +45,6 @@ SPLIT_PARTS = ("train", "val", "test")
 #: SSL run serves every scenario without having seen any scenario's test crystals (the random
 #: splits are nested: random_10 test < random_20 test < ... < random_40 test).
 PROTOCOLS = ("transductive", "inductive")
-data_root = resolve_data_root
 
 
 def ids_digest(ids) -> str:
@@ -174,7 +174,7 @@ class ArraySource(Source):
 
 def open_source(root=None) -> Source:
     """Open a native store (``ftcp.npy`` + ``material_ids.npy``) or a region pack."""
-    root = data_root(root)
+    root = resolve_data_root(root)
     if (root / "ftcp.npy").exists():
         if not (root / "material_ids.npy").exists():
             raise FileNotFoundError(f"{root}/ftcp.npy has no material_ids.npy beside it")
@@ -194,9 +194,7 @@ def write_pack(source: Source, out_dir, regions, ssl_dirs=()) -> Path:
     arrays = {"material_id": source.ids}
     for name in regions:
         arrays[f"region__{name}"] = source.region(name)
-    tmp = out_dir / (PACK_FILE + ".tmp.npz")
-    np.savez_compressed(tmp, **arrays)
-    os.replace(tmp, out_dir / PACK_FILE)
+    atomic_save_npz(out_dir / PACK_FILE, compressed=True, **arrays)
     copied = []
     for name in (SPLIT_FILE, NORMALIZER_FILE, "crystal_system.npz"):
         for d in ssl_dirs:
@@ -218,7 +216,7 @@ def write_pack(source: Source, out_dir, regions, ssl_dirs=()) -> Path:
 # SSL split
 def downstream_test_ids(root, split_name: str) -> tuple[list[str], str]:
     """Test IDs of a downstream split (``random_10`` ... ``group``) of a native data root."""
-    path = split_dir(data_root(root), split_name) / "test_ids.txt"
+    path = split_dir(resolve_data_root(root), split_name) / "test_ids.txt"
     if not path.exists():
         raise FileNotFoundError(f"{path} not found: build the downstream splits first (`ftcp split`), "
                                 f"or pass --exclude-ids FILE")
@@ -235,9 +233,9 @@ def protocol_exclusion(root, protocol: str) -> tuple[list[str], str]:
         return [], "none (transductive: the SSL sees every material)"
     if protocol != "inductive":
         raise ValueError(f"unknown SSL protocol {protocol!r}; choose from {PROTOCOLS}")
-    found = find_split_dirs(data_root(root), lambda d: (d / "test_ids.txt").is_file())
+    found = find_split_dirs(resolve_data_root(root), lambda d: (d / "test_ids.txt").is_file())
     if not found:
-        raise FileNotFoundError(f"no downstream splits under {data_root(root)}: run `ftcp split` before an "
+        raise FileNotFoundError(f"no downstream splits under {resolve_data_root(root)}: run `ftcp split` before an "
                                 f"inductive SSL split")
     ids: set[str] = set()
     for folder in found.values():
@@ -411,7 +409,7 @@ class SSLData:
 def prepare(root=None, ssl_dir=None, split_seed: int | None = None, exclude=None, exclude_source=None,
             create: bool = True) -> SSLData:
     """Open the data root; load (or make) the SSL split and normaliser."""
-    root = data_root(root)
+    root = resolve_data_root(root)
     source = open_source(root)
     ssl_dir = Path(ssl_dir) if ssl_dir is not None else root / "SSL"
     extra = [root / "SSL"] if (root / "SSL").resolve() != ssl_dir.resolve() else []

@@ -21,6 +21,8 @@ from pathlib import Path
 import numpy as np
 
 from .. import layout as L
+from ..io_utils import atomic_save_npz, atomic_write_json
+from ..logs import progress_bar
 
 CRYSTAL_SYSTEMS = ("triclinic", "monoclinic", "orthorhombic", "tetragonal", "trigonal", "hexagonal", "cubic")
 UNKNOWN = -1
@@ -72,8 +74,6 @@ def compute_crystal_systems(source, out_dir, workers: int | None = None, chunk_s
     """
     from multiprocessing import get_context
 
-    from tqdm.auto import tqdm
-
     out_dir = Path(out_dir)
     parts = out_dir / "crystal_system.parts"
     parts.mkdir(parents=True, exist_ok=True)
@@ -88,8 +88,8 @@ def compute_crystal_systems(source, out_dir, workers: int | None = None, chunk_s
             e = min(s + chunk_size, n)
             yield s, ({k: v[s:e] for k, v in regions.items()}, symprec, SYMPREC_RETRY, ANGLE_TOLERANCE)
 
-    bar = tqdm(total=n, initial=n - sum(min(chunk_size, n - s) for s in todo), desc="crystal systems",
-               unit="crystal", disable=not progress)
+    bar = progress_bar(None, progress, total=n, initial=n - sum(min(chunk_size, n - s) for s in todo),
+                       desc="crystal systems", unit="crystal")
     if todo:
         ctx = get_context("spawn") if workers > 1 else None
         pool = ctx.Pool(workers) if ctx else None
@@ -100,8 +100,7 @@ def compute_crystal_systems(source, out_dir, workers: int | None = None, chunk_s
             for s, (codes, errors) in zip(order, results):
                 err_ids = np.array([str(source.ids[s + i]) for i in errors], dtype=str)
                 err_msg = np.array(list(errors.values()), dtype=str)
-                np.savez(parts / f"{s:09d}.tmp.npz", codes=codes, error_id=err_ids, error=err_msg)
-                os.replace(parts / f"{s:09d}.tmp.npz", parts / f"{s:09d}.npz")
+                atomic_save_npz(parts / f"{s:09d}.npz", codes=codes, error_id=err_ids, error=err_msg)
                 bar.update(len(codes))
         finally:
             if pool:
@@ -117,10 +116,9 @@ def compute_crystal_systems(source, out_dir, workers: int | None = None, chunk_s
     meta = {"symprec": symprec, "symprec_retry": SYMPREC_RETRY, "angle_tolerance": ANGLE_TOLERANCE,
             "classes": list(CRYSTAL_SYSTEMS), "unknown": UNKNOWN, "n": int(n), "n_unknown": int((codes == UNKNOWN).sum()),
             "counts": {c: int((codes == k).sum()) for k, c in enumerate(CRYSTAL_SYSTEMS)}}
-    tmp = out_dir / (CACHE_FILE + ".tmp.npz")
-    np.savez(tmp, material_id=source.ids.astype(str), crystal_system=codes, meta=np.array(json.dumps(meta)))
-    os.replace(tmp, out_dir / CACHE_FILE)
-    (out_dir / "crystal_system_failures.json").write_text(json.dumps(failures, indent=1))
+    atomic_save_npz(out_dir / CACHE_FILE, material_id=source.ids.astype(str), crystal_system=codes,
+                    meta=np.array(json.dumps(meta)))
+    atomic_write_json(out_dir / "crystal_system_failures.json", failures)
     for f in parts.iterdir():
         f.unlink()
     parts.rmdir()
