@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import os
 
+from ftcp.io_utils import utc_now
+
 for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ[var] = "1"
 
@@ -28,7 +30,6 @@ import json
 import platform
 import time
 import warnings
-from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
@@ -144,7 +145,7 @@ def main(argv=None):
         "one_call_equals_streamed": same,
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
         "python": platform.python_version(), "numpy": np.__version__,
-        "date": datetime.now(timezone.utc).strftime("%Y-%m-%d"),
+        "date": utc_now(),
         "command": "python -m benchmarks.bench_featurize" + (f" --limit {args.limit}" if args.limit else ""),
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

@@ -94,8 +94,8 @@ def formulas_from_ftcp(x: np.ndarray) -> np.ndarray:
     counts = occ.sum(axis=1)                                    # sites per column
     cache: dict = {}
     out = []
-    for zi, pi, ci in zip(z, present, counts):
-        key = tuple((int(a), int(c)) for a, p, c in zip(zi, pi, ci) if p and c > 0)
+    for zi, pi, ci in zip(z, present, counts, strict=False):
+        key = tuple((int(a), int(c)) for a, p, c in zip(zi, pi, ci, strict=False) if p and c > 0)
         if key not in cache:
             cache[key] = Composition({Element.from_Z(a): c for a, c in key}).reduced_formula if key else ""
         out.append(cache[key])

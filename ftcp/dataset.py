@@ -22,10 +22,10 @@ unpickles a plain array of strings and nothing else (a crafted file is refused, 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
 
 import numpy as np
 import pandas as pd
@@ -187,7 +187,7 @@ _FTCP_ROW_SHAPES = {(L.N_ROWS, L.N_COLS), (L.N_VALUES,)}
 class Part:
     """A list of material IDs of one dataset, with everything aligned to it by ID."""
 
-    def __init__(self, dataset: "Dataset", ids, backend: _Backend, name: str | None = None):
+    def __init__(self, dataset: Dataset, ids, backend: _Backend, name: str | None = None):
         self.dataset = dataset
         self.ids = as_id_array(ids, name or "part IDs")
         _Keyed(self.ids, f"part {name or ''}".strip())  # asserts unique
@@ -244,7 +244,7 @@ class Part:
         ssl = self._backend.ssl
         return ssl.gather(self.ids, ssl.row_size())
 
-    def subset(self, ids) -> "Part":
+    def subset(self, ids) -> Part:
         """A part with the given IDs (same backend; IDs must exist in it)."""
         ids = as_id_array(ids)
         self._backend.ftcp.locate(ids)

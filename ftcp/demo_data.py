@@ -12,8 +12,8 @@ How a demo crystal is made (all deterministic given ``seed``; row ``i`` depends 
    rutile, cubic perovskite, anti-perovskite, spinel, half-Heusler (Nowotny-Juza), L2_1 /
    Li3Bi type, corundum, rock-salt-ordered double perovskite / elpasolite) and one elemental
    slot that cycles through fcc, bcc, hcp and diamond.  Cells are built in code from
-   space-group orbits (pymatgen ``SpaceGroup``), nothing is downloaded; free Wyckoff parameters and axial ratios are drawn from
-   narrow ranges around typical values.
+   space-group orbits (pymatgen ``SpaceGroup``), nothing is downloaded; free Wyckoff parameters and axial ratios are
+   drawn from narrow ranges around typical values.
 2. Chemistry.  Each ionic prototype has charge recipes (e.g. rocksalt: A+ X-, A2+ X2-, A3+ X3-)
    with chemically sensible element pools; every compound is charge neutral in formal
    oxidation states.  Hydride recipes (H-) exist for rocksalt, fluorite, rutile and perovskite
@@ -53,10 +53,10 @@ import io
 import json
 import os
 import warnings
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
-from typing import Callable, Iterator
 
 import numpy as np
 import pandas as pd
@@ -298,7 +298,7 @@ def material_id(i: int) -> str:
     return f"demo-{i + 1:05d}"
 
 
-@lru_cache(maxsize=None)
+@cache
 def _radius(symbol: str, oxi: int) -> float:
     from pymatgen.core import Element, Species
 
@@ -320,7 +320,7 @@ def _radius(symbol: str, oxi: int) -> float:
     return float(r)
 
 
-@lru_cache(maxsize=None)
+@cache
 def _space_group(symbol: str):
     """(SpaceGroup, rotations (M,3,3), translations (M,3)); pymatgen needs ~0.5 s per SpaceGroup."""
     from pymatgen.symmetry.groups import SpaceGroup
@@ -350,7 +350,7 @@ def _from_spacegroup(symbol: str, lattice, species: list, coords: list):
     if not _space_group(symbol)[0].is_compatible(lattice):
         raise ValueError(f"lattice {lattice.parameters} does not fit space group {symbol}")
     all_species, all_coords = [], []
-    for sp, point in zip(species, coords):
+    for sp, point in zip(species, coords, strict=False):
         orbit = _orbit(symbol, point)
         all_species.extend([sp] * len(orbit))
         all_coords.extend(orbit)

@@ -108,7 +108,7 @@ class Embedder:
         out = np.empty((len(ftcp), L.SSL_DIM), dtype=np.float32)
         start = 0
         positions = np.arange(len(ftcp))
-        for block, model in zip(self.blocks, self.models):
+        for block, model in zip(self.blocks, self.models, strict=False):
             fields = load_block_fields(block, data, inference=True)
             dd = DeviceData(fields, block.lengths(fields), block.sequence_fields, self.device)
             emb = embed_positions(block, model, dd, positions, batch_size)
@@ -207,7 +207,8 @@ def collect_inputs(inputs, id_column: str = "material_id", cif_column: str = "ci
                 raise ValueError(f"{path}: no {cif_column!r} column (columns: {list(df.columns)})")
             ids = (df[id_column].str.strip().tolist() if id_column in df.columns
                    else [f"{path.name}:{i}" for i in range(len(df))])
-            items += [(m, f"{path}:row {i + 2}", ("cif", c)) for i, (m, c) in enumerate(zip(ids, df[cif_column]))]
+            items += [(m, f"{path}:row {i + 2}", ("cif", c))
+                      for i, (m, c) in enumerate(zip(ids, df[cif_column], strict=False))]
         elif path.is_file():
             items.append((path.stem, str(path), ("cif_file", str(path))))
         else:
@@ -255,7 +256,7 @@ def write_embeddings(path: Path, ids: np.ndarray, emb: np.ndarray, meta: dict) -
         with open(path, "w", newline="", encoding="utf-8") as fh:
             w = csv.writer(fh)
             w.writerow(["material_id"] + [f"ssl_{j}" for j in range(emb.shape[1])])
-            for m, row in zip(ids, emb):
+            for m, row in zip(ids, emb, strict=False):
                 w.writerow([m] + [repr(float(v)) for v in row])
         return [path]
     raise ValueError(f"--out {path}: use a .npz, .npy or .csv file name")
@@ -273,12 +274,15 @@ def register_cli(subparsers) -> None:
                    help="SSL checkpoint directory (normalizer.json + block<N>_*/best.pt) or hub repository user/repo")
     p.add_argument("--out", metavar="FILE", required=True, help="output .npz (material_id + embedding), .npy or .csv")
     p.add_argument("--rejects", metavar="FILE", default=None, help="rejects CSV (default: <out stem>.rejects.csv)")
-    p.add_argument("--device", metavar="DEVICE", default="auto", help="auto | cpu | cuda[:N] (default auto: the GPU when torch sees one)")
+    p.add_argument("--device", metavar="DEVICE", default="auto",
+                   help="auto | cpu | cuda[:N] (default auto: the GPU when torch sees one)")
     p.add_argument("--batch-size", metavar="N", type=int, default=DEFAULT_BATCH_SIZE,
                    help=f"crystals per embedding batch (default {DEFAULT_BATCH_SIZE})")
-    p.add_argument("--id-column", metavar="COLUMN", default="material_id", help="CSV column with IDs (default material_id)")
+    p.add_argument("--id-column", metavar="COLUMN", default="material_id",
+                   help="CSV column with IDs (default material_id)")
     p.add_argument("--cif-column", metavar="COLUMN", default="cif", help="CSV column with CIF text (default cif)")
-    p.add_argument("--endpoint", metavar="URL", default=None, help="hub URL for a repository name (default $HF_ENDPOINT)")
+    p.add_argument("--endpoint", metavar="URL", default=None,
+                   help="hub URL for a repository name (default $HF_ENDPOINT)")
     p.add_argument("--revision", metavar="REV", default=None, help="hub branch, tag or commit")
     p.add_argument("--no-progress", dest="progress", action="store_false",
                    help="no progress bar (it shows only on a terminal anyway)")

@@ -644,7 +644,8 @@ def register_cli(subparsers) -> None:
         description="Download the upstream dataset (upstream layout) into the data root, resuming and verifying "
                     "checksums. Offline? Use --endpoint/HF_ENDPOINT for a mirror, or build from CIFs.")
     add_data_argument(p)
-    p.add_argument("--repo-id", metavar="USER/REPO", default=DEFAULT_REPO_ID, help=f"dataset repository (default: {DEFAULT_REPO_ID})")
+    p.add_argument("--repo-id", metavar="USER/REPO", default=DEFAULT_REPO_ID,
+                   help=f"dataset repository (default: {DEFAULT_REPO_ID})")
     p.add_argument("--splits", metavar="SPLIT", type=_splits_arg, default=list(ALL_SPLITS),
                    help=f"comma-separated splits (default: {','.join(ALL_SPLITS)})")
     p.add_argument("--kinds", metavar="KIND", type=_kinds_arg, default=list(ALL_KINDS),
@@ -661,7 +662,8 @@ def register_cli(subparsers) -> None:
         "publish", help="publish trained encoder checkpoints to a Hugging Face model repository",
         description="Upload <checkpoint dir> (default <data>/SSL: configs, metrics, normalizer.json, best.pt; "
                     "not embeddings, features or last.pt). The write token is read from HF_TOKEN.")
-    p.add_argument("--repo-id", metavar="USER/REPO", required=True, help="model repository, e.g. user/crys-rep-enrich-ssl")
+    p.add_argument("--repo-id", metavar="USER/REPO", required=True,
+                   help="model repository, e.g. user/crys-rep-enrich-ssl")
     p.add_argument("--checkpoint-dir", metavar="DIR", help="directory to upload (default: <data>/SSL)")
     add_data_argument(p)
     p.add_argument("--endpoint", metavar="URL", help="hub URL (default: $HF_ENDPOINT or https://huggingface.co)")
@@ -672,7 +674,8 @@ def register_cli(subparsers) -> None:
     p = subparsers.add_parser(
         "fetch", help="fetch published encoder checkpoints by repository name",
         description="Download and verify the configs and best.pt checkpoints of a model repository.")
-    p.add_argument("--repo-id", metavar="USER/REPO", required=True, help="model repository (or a local checkpoint directory)")
+    p.add_argument("--repo-id", metavar="USER/REPO", required=True,
+                   help="model repository (or a local checkpoint directory)")
     p.add_argument("--revision", metavar="REV", help="branch, tag or commit (default: main)")
     p.add_argument("--endpoint", metavar="URL", help="hub URL (default: $HF_ENDPOINT or https://huggingface.co)")
     p.add_argument("--out", metavar="DIR", help="put the files in this directory (default: the Hugging Face cache)")

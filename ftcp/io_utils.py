@@ -8,9 +8,9 @@ import math
 import os
 import pickle
 import tempfile
+from collections.abc import Iterable
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Iterable
 
 import numpy as np
 

@@ -386,8 +386,8 @@ def _stage_build(ctx: Context) -> dict:
                            progress=ctx.progress)
     log.info("    " + format_counts(manifest).replace("\n", "\n    "))
     if manifest["counts"]["accepted"] < 20:
-        raise ValueError(f"only {manifest['counts']['accepted']} crystals were accepted (see {ctx.data / 'rejects.csv'}); "
-                         "the pipeline needs at least 20")
+        raise ValueError(f"only {manifest['counts']['accepted']} crystals were accepted (see "
+                         f"{ctx.data / 'rejects.csv'}); the pipeline needs at least 20")
     return {"counts": manifest["counts"], "targets": manifest["targets"], "phase": manifest["phase"],
             "synthetic": bool(manifest.get("synthetic"))}
 
@@ -748,8 +748,8 @@ def format_timing(timing: dict) -> str:
 # ---------------------------------------------------------------------------------------------
 # CLI
 def _add_common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--seed", type=int, metavar="N", default=DEFAULT_SEED, help="seed of the data, splits, SSL and scenarios "
-                   "(default %(default)s)")
+    p.add_argument("--seed", type=int, metavar="N", default=DEFAULT_SEED,
+                   help="seed of the data, splits, SSL and scenarios (default %(default)s)")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
                    help="torch device for SSL training and the scenario MLPs (auto: GPU when present)")
     p.add_argument("--restart", action="store_true", help="ignore pipeline_state.json and run every stage again")
@@ -790,14 +790,17 @@ def register_cli(subparsers) -> None:
                    help="where RESULTS.md, figures and the pretext table go (default: the repository's "
                         "'Supplemental Information' in a checkout, else ./Supplemental Information)")
     q.add_argument("--results", default=None, metavar="DIR", help="scenario JSON folder (default <data>/Results)")
-    q.add_argument("--labels-csv", metavar="FILE", default=None, help="labels for a CIF folder (material_id + label columns)")
+    q.add_argument("--labels-csv", metavar="FILE", default=None,
+                   help="labels for a CIF folder (material_id + label columns)")
     q.add_argument("--label", action="append", type=label_argument, default=[], metavar="NAME=COLUMN",
                    help="store input column COLUMN as label NAME (repeatable)")
     q.add_argument("--target", metavar="NAMES", default=None,
                    help="scenario target(s), comma list (default: the scenario scripts' own: formation_energy)")
-    q.add_argument("--repo-id", metavar="USER/REPO", default=None, help="with --source hf: dataset repository (default: upstream's)")
+    q.add_argument("--repo-id", metavar="USER/REPO", default=None,
+                   help="with --source hf: dataset repository (default: upstream's)")
     q.add_argument("--revision", metavar="REV", default=None, help="with --source hf: branch, tag or commit")
-    q.add_argument("--endpoint", metavar="URL", default=None, help="with --source hf: hub URL (default $HF_ENDPOINT or huggingface.co)")
+    q.add_argument("--endpoint", metavar="URL", default=None,
+                   help="with --source hf: hub URL (default $HF_ENDPOINT or huggingface.co)")
     _add_common(q)
     q.set_defaults(func=_cli_reproduce)
 

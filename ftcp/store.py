@@ -58,10 +58,10 @@ import time
 import warnings
 import zlib
 from collections import Counter, deque
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -297,7 +297,7 @@ def _cif_dir_input(path: Path, labels_csv, label_map) -> _Input:
         raise ValueError(f"{path}: no *.cif files")
     h = hashlib.sha256()
     for p in files:  # the folder's checksum: names + contents, in name order
-        h.update(f"{p.name}\t{sha256_file(p)}\n".encode("utf-8"))
+        h.update(f"{p.name}\t{sha256_file(p)}\n".encode())
     ids = [p.stem.strip() for p in files]
     targets, table, ignored, lab_meta = ({}, {}, [], None)
     if labels_csv is not None:
@@ -944,17 +944,21 @@ def register_cli(subparsers) -> None:
     add_data_argument(p)
     p.add_argument("--format", dest="kind", choices=["csv", "cif_dir", "json"], default=None,
                    help="input format (default: from the path)")
-    p.add_argument("--labels-csv", metavar="FILE", default=None, help="labels for a CIF folder / JSON input (material_id + label columns)")
+    p.add_argument("--labels-csv", metavar="FILE", default=None,
+                   help="labels for a CIF folder / JSON input (material_id + label columns)")
     p.add_argument("--label", action="append", type=label_argument, default=[], metavar="NAME=COLUMN",
                    help="store input column COLUMN as label NAME (repeatable); formation_energy_per_atom -> "
                         "formation_energy and band_gap are recognised without it")
     p.add_argument("--require-labels", metavar="NAMES", default="all",
                    help="labels whose absence rejects a row: 'all' targets (default), 'none', or a comma list")
-    p.add_argument("--phase", choices=PHASES, default="linear", help="structure-factor phase (see ftcp.featurizer; default linear, as upstream)")
+    p.add_argument("--phase", choices=PHASES, default="linear",
+                   help="structure-factor phase (see ftcp.featurizer; default linear, as upstream)")
     p.add_argument("--workers", metavar="N", type=int, default=None,
                    help="CIF-parsing processes (1 = in this process; default: CPUs available)")
-    p.add_argument("--chunk-size", metavar="N", type=int, default=DEFAULT_CHUNK_SIZE, help=f"input rows per committed chunk (default {DEFAULT_CHUNK_SIZE})")
-    p.add_argument("--id-column", metavar="COLUMN", default="material_id", help="CSV column with material IDs (default material_id)")
+    p.add_argument("--chunk-size", metavar="N", type=int, default=DEFAULT_CHUNK_SIZE,
+                   help=f"input rows per committed chunk (default {DEFAULT_CHUNK_SIZE})")
+    p.add_argument("--id-column", metavar="COLUMN", default="material_id",
+                   help="CSV column with material IDs (default material_id)")
     p.add_argument("--cif-column", metavar="COLUMN", default="cif", help="CSV column with CIF text (default cif)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing store under the data root")
     p.add_argument("--restart", action="store_true", help="discard an interrupted build instead of resuming it")

@@ -50,7 +50,7 @@ def test_ftcp_round_trip_matches_structure(structures):
     matcher = StructureMatcher(comparator=ElementComparator(), primitive_cell=False)
     x = featurize(structures)
     hydrogen = 0
-    for s, arr in zip(structures, x):
+    for s, arr in zip(structures, x, strict=False):
         back = to_structure(arr)
         assert len(back) == len(s)
         assert back.composition.reduced_formula == s.composition.reduced_formula
@@ -72,7 +72,7 @@ def test_labels_finite_and_physically_plausible(frame):
 
 
 def test_labels_reproduce_from_the_stored_cif(frame, structures):
-    for row, s in zip(frame.itertuples(), structures):
+    for row, s in zip(frame.itertuples(), structures, strict=False):
         got = demo.compute_labels(s)
         for name in demo.LABELS:
             assert got[name] == getattr(row, name), (row.material_id, name)
@@ -89,7 +89,7 @@ def test_ewald_label_is_the_madelung_energy(species, lattice, coords, madelung, 
     s = Structure.from_spacegroup(lattice[0], Lattice.cubic(lattice[1]), species, coords)
     expected = -madelung * COULOMB / nn / 2   # per ion pair -> per atom
     assert demo.ewald_energy_per_atom(s) == pytest.approx(expected, rel=1e-5)
-    assert demo.ewald_energy_per_atom((s * (2, 1, 1))) == pytest.approx(expected, rel=1e-5)
+    assert demo.ewald_energy_per_atom(s * (2, 1, 1)) == pytest.approx(expected, rel=1e-5)
 
 
 def test_ewald_needs_oxidation_states():

@@ -237,6 +237,6 @@ def test_scenario3_pairs_ssl_tables_on_the_same_base_models(store, tmp_path):
                     ".json").read_text())
     assert a["settings"]["paired_with"] == ["SSL", "other_ssl"] and b["ssl_run"] == "other_ssl"
     for key in a["results"]:
-        for ra, rb in zip(a["results"][key]["runs"], b["results"][key]["runs"]):
+        for ra, rb in zip(a["results"][key]["runs"], b["results"][key]["runs"], strict=False):
             assert ra["base_test"] == rb["base_test"] and ra["base_oof"] == rb["base_oof"]
             assert ra["oof"]["residual_test"] != rb["oof"]["residual_test"]

@@ -77,7 +77,7 @@ def test_group_split_never_shares_a_group():
     groups = rng.integers(0, 40, 500).astype(str)
     ids = np.array([f"m{i}" for i in range(500)])
     tr, te = group_split(ids, groups, 0.1, seed=3)
-    g = dict(zip(ids, groups))
+    g = dict(zip(ids, groups, strict=False))
     assert {g[i] for i in tr}.isdisjoint({g[i] for i in te})
     assert len(tr) + len(te) == 500
     with pytest.raises(ValueError):
@@ -89,7 +89,7 @@ def test_group_split_on_real_formulas(mp36k_csv):
     """All 36,737 real mp_36k crystals, grouped by their reduced formula."""
     df = pd.read_csv(mp36k_csv, usecols=["material_id", "formula"], dtype=str, keep_default_na=False)
     tr, te = group_split(df.material_id.to_numpy(), df.formula.to_numpy(), 0.1, seed=42)
-    f = dict(zip(df.material_id, df.formula))
+    f = dict(zip(df.material_id, df.formula, strict=False))
     assert {f[i] for i in tr}.isdisjoint({f[i] for i in te})
     assert len(tr) + len(te) == len(df)
     assert 0.07 < len(te) / len(df) < 0.13

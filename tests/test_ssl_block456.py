@@ -234,7 +234,8 @@ def test_blocks_4_to_6_two_process_gloo(root, tmp_path):
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nnodes=1", "--nproc_per_node=2",
            str(repo / "SSL_Training" / "train_all.py"), "--data", str(root), "--out", str(tmp_path), "--device", "cpu",
            "--blocks", "4", "5", "6", "--epochs-scale", "0.1", "--no-progress", "--no-table", "--no-assemble",
-           "--threads", "1"] + [a for s in sets for a in ("--set", s)] + [a for n in (4, 5, 6) for a in ("--set", f"{n}:batch_size=8")]
+           "--threads", "1"] + [a for s in sets for a in ("--set", s)]
+    cmd += [a for n in (4, 5, 6) for a in ("--set", f"{n}:batch_size=8")]
     env = dict(os.environ, PYTHONPATH=str(repo), OMP_NUM_THREADS="1")
     proc = subprocess.run(cmd, cwd=repo, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]

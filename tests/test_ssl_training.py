@@ -131,7 +131,8 @@ for n, model in {model!r}.items():
     p = argparse.ArgumentParser()
     add_train_args(p)
     args = p.parse_args(["--data", {str(root)!r}, "--out", {str(tmp_path)!r}, "--device", "cpu", "--epochs", "1",
-                         "--batch-size", "16", "--no-progress", "--embed-dim", "8"] + [a for m in model for a in ("--model", m)])
+                         "--batch-size", "16", "--no-progress", "--embed-dim", "8"]
+                        + [a for m in model for a in ("--model", m)])
     assert run_train(load_block(n), args)["status"] == "finished"
 print("ok")
 """

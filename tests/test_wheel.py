@@ -19,7 +19,6 @@ import zipfile
 from pathlib import Path
 
 import pytest
-
 from test_ssl_assemble import TINY_SETS
 
 REPO = Path(__file__).resolve().parents[1]

@@ -55,7 +55,7 @@ def parse_args(argv=None, prog: str | None = None):
     p.add_argument("--split", default="all",
                    help="random split by test percent (10, 20, 30, 40), a split name, or 'all' (default: %(default)s)")
     p.add_argument("--features", default=",".join(FEATURE_SETS),
-                   help="comma list of feature sets among %s (default: all)" % ", ".join(FEATURE_SETS))
+                   help=f"comma list of feature sets among {', '.join(FEATURE_SETS)} (default: all)")
     p.add_argument("--pca-components", type=int, default=2048)
     p.add_argument("--alphas", default=None,
                    help="comma list of ridge alphas for RidgeCV (default: 19 half-decades 1e-3 .. 1e6)")
@@ -141,7 +141,8 @@ def run_split(ds, split: str, targets: list[str], args, feature_sets: list[str],
         payload = {
             "ssl_run": label, "protocol": leak["protocol"] if leak else None, "leak_check": leak,
             "scenario": 1, "target": t, "unit": target_unit(t), "split": split,
-            "split_info": {k: v for k, v in ds.split_info(split).items() if k in ("seed", "method", "n_train", "n_test")},
+            "split_info": {k: v for k, v in ds.split_info(split).items()
+                           if k in ("seed", "method", "n_train", "n_test")},
             "quick": bool(args.quick), "n_train": len(train), "n_test": len(test),
             "n_dropped_unlabelled": info["dropped"], "rows": rows[t], "time_ratio": info["ratio"].get(t),
             "run": {"wall_s": run["wall_s"], "peak_rss_mb": run["peak_rss_mb"], "peak_anon_mb": run["peak_anon_mb"],
@@ -199,13 +200,14 @@ def evaluate_split(ds, split: str, targets: list[str], args, feature_sets: list[
         extra["feature_sets"]["ftcp"] = dict(suite["fit"], ridgecv=suite["ridgecv"], ols_sweep=suite["ols_sweep"],
                                              pca_components=k)
         extra["diagnostics"]["ftcp_ols"] = ols_failure_diagnostics(suite, y_te, targets)
-        labels = {"ols": "OLS (min-norm, cond=eps)", "ridge_alpha1000": "Ridge (alpha 1000)", "ridgecv": "RidgeCV (LOO)",
-                  "pca_ols": f"PCA-{k} + OLS"}
+        labels = {"ols": "OLS (min-norm, cond=eps)", "ridge_alpha1000": "Ridge (alpha 1000)",
+                  "ridgecv": "RidgeCV (LOO)", "pca_ols": f"PCA-{k} + OLS"}
         for t, rs in model_rows(suite, "ftcp", labels, fit_phases, targets, y_te, args.n_boot, args.seed).items():
             for r in rs:
                 if r["model"] == "pca_ols":
                     r["features"] = f"ftcp_pca{k}"
-                if ("ftcp" in feature_sets and r["model"] != "pca_ols") or ("pca" in feature_sets and r["model"] == "pca_ols"):
+                wanted = "pca" if r["model"] == "pca_ols" else "ftcp"
+                if wanted in feature_sets:
                     rows[t].append(r)
 
     if "ssl" in feature_sets:

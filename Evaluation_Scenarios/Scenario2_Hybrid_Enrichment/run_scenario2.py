@@ -215,7 +215,10 @@ def attribution(tab, model, rf, seed, args, groups) -> dict:
                 gs = group_shapley(model, explain, background, g)
             phi = gs.pop("phi")
             ssl_i = gs["names"].index("SSL")
-            share_of = lambda a: float(np.abs(a).mean(axis=0)[ssl_i] / np.abs(a).mean(axis=0).sum())
+
+            def share_of(a, ssl_i=ssl_i):
+                return float(np.abs(a).mean(axis=0)[ssl_i] / np.abs(a).mean(axis=0).sum())
+
             gs.pop("prediction")
             out["group_shapley"][game] = {
                 **gs, "seconds": rec["wall_s"], "n_players": len(gs["names"]),

@@ -116,12 +116,17 @@ def model_factories(kind: str, seed: int, args, device, ftcp_cols: np.ndarray, s
         raise UserError(f"unknown model kind {kind!r} (mlp, xgb, hgb)")
     common = dict(lr=1e-3, batch_size=0, max_epochs=args.max_epochs, patience=args.patience, monitor="mse",
                   plateau_factor=0.5, plateau_patience=5)
-    base = lambda: TorchMLPRegressor(lambda d: regularized_mlp(d, (512, 256, 128), 0.5),
-                                     TrainConfig(weight_decay=0.01, **common), seed=seed, device=device,
-                                     init_width=L.N_VALUES, init_columns=ftcp_cols, clip=args.clip_z or None)
-    resid = lambda: TorchMLPRegressor(lambda d: regularized_mlp(d, (256, 128, 64), 0.5),
-                                      TrainConfig(weight_decay=0.02, **common), seed=seed, device=device,
-                                      init_width=L.SSL_DIM, init_columns=ssl_cols, clip=args.clip_z or None)
+
+    def base():
+        return TorchMLPRegressor(lambda d: regularized_mlp(d, (512, 256, 128), 0.5),
+                                 TrainConfig(weight_decay=0.01, **common), seed=seed, device=device,
+                                 init_width=L.N_VALUES, init_columns=ftcp_cols, clip=args.clip_z or None)
+
+    def resid():
+        return TorchMLPRegressor(lambda d: regularized_mlp(d, (256, 128, 64), 0.5),
+                                 TrainConfig(weight_decay=0.02, **common), seed=seed, device=device,
+                                 init_width=L.SSL_DIM, init_columns=ssl_cols, clip=args.clip_z or None)
+
     return base, resid
 
 
@@ -238,7 +243,7 @@ def sample_efficiency(ds, args, device, n_all: int, tables) -> list[dict]:
              "n_all_materials": n_all, "n_pool": len(pool_part), "n_test": len(test_part),
              "n_dropped_unlabelled": {"pool": drop_pool, "test": drop_test}, "sizes": sizes,
              "nested": True, "n_varying_ftcp": len(data["ftcp_cols"]), "n_varying_ssl": len(table["ssl_cols"]),
-             "results": res} for table, res in zip(data["ssl"], results)]
+             "results": res} for table, res in zip(data["ssl"], results, strict=False)]
 
 
 def group_residual(ds, args, device, tables) -> list[dict]:
@@ -271,7 +276,7 @@ def group_residual(ds, args, device, tables) -> list[dict]:
              "n_dropped_unlabelled": {"pool": drop_pool, "test": drop_test},
              "n_varying_ftcp": len(data["ftcp_cols"]), "n_varying_ssl": len(table["ssl_cols"]),
              "folds": "GroupKFold over reduced formula (seeded group order); inner splits group-aware",
-             "results": res} for table, res in zip(data["ssl"], results)]
+             "results": res} for table, res in zip(data["ssl"], results, strict=False)]
 
 
 def main(argv=None, prog: str | None = None) -> int:
@@ -299,7 +304,7 @@ def main(argv=None, prog: str | None = None) -> int:
             raise UserError(f"unknown variant {v!r} (sample, group)")
         with measure(v) as total:
             outs = variants[v]()
-        for table, ssl, out in zip(tables, infos, outs):
+        for table, ssl, out in zip(tables, infos, outs, strict=False):
             prov = R.provenance(F.dataset_info(ds), args.seed, {"ssl": ssl, "device": str(device)},
                                 command=R.command_line(__file__, argv))
             leak = F.leak_check(table.ssl_dir, out.pop("test_ids"))

@@ -20,7 +20,7 @@ value function ``v(S)(x) = mean_b f(x_S, b_{not S})`` over a background set; the
 from __future__ import annotations
 
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 
@@ -75,7 +75,10 @@ def share_summary(abs_mean: np.ndarray, ssl_cols: np.ndarray, n_ftcp: int, n_ssl
     share = ssl / total if total > 0 else float("nan")
     dim_share = n_ssl / (n_ftcp + n_ssl)
     dim_share_active = n_ssl / (n_ftcp_active + n_ssl)
-    per_dim = lambda n_f: (ssl / n_ssl) / (ftcp / n_f) if ftcp > 0 else float("inf")
+
+    def per_dim(n_f):
+        return (ssl / n_ssl) / (ftcp / n_f) if ftcp > 0 else float("inf")
+
     return {"ssl_share": share, "ftcp_share": 1 - share if total > 0 else float("nan"),
             "ssl_dim_share": dim_share, "enrichment_ratio": share / dim_share,
             "ssl_dim_share_active": dim_share_active,
@@ -91,7 +94,9 @@ def shap_share_ci(values: np.ndarray, ssl_cols: np.ndarray, n_ftcp: int, n_ssl: 
     absv = np.abs(np.asarray(values, dtype=np.float64))
     out = {}
     for key in ("ssl_share", "enrichment_ratio", "enrichment_ratio_active", "per_dim_ratio_upstream"):
-        stat = lambda a, key=key: share_summary(a.mean(axis=0), ssl_cols, n_ftcp, n_ssl, n_ftcp_active)[key]
+        def stat(a, key=key):
+            return share_summary(a.mean(axis=0), ssl_cols, n_ftcp, n_ssl, n_ftcp_active)[key]
+
         out[key] = bootstrap_ci(absv, stat, n_boot=n_boot, seed=seed)
     return out
 

@@ -85,7 +85,9 @@ def register_cli(subparsers) -> None:
     p = subparsers.add_parser("probe", help="linear probes of an SSL table per block and leaving one block out")
     add_data_argument(p)
     p.add_argument("--ssl", metavar="DIR", default=None, help="SSL directory (default <data>/SSL)")
-    p.add_argument("--split", metavar="SPLIT", default="10", help="split(s): 10, 20, ..., a split name or all (default: 10)")
-    p.add_argument("--target", metavar="NAMES", default="all", help="label column(s), comma list, or all (default: all)")
+    p.add_argument("--split", metavar="SPLIT", default="10",
+                   help="split(s): 10, 20, ..., a split name or all (default: 10)")
+    p.add_argument("--target", metavar="NAMES", default="all",
+                   help="label column(s), comma list, or all (default: all)")
     p.add_argument("--out", metavar="DIR", default=None, help="results folder (default <data>/Results)")
     p.set_defaults(func=lambda a: run(a))

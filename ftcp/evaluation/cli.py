@@ -68,11 +68,13 @@ def register_cli(subparsers) -> None:
         p = subparsers.add_parser(f"scenario{number}", add_help=False, help=help_text,
                                   description=f"{help_text}. Every argument goes to "
                                               f"{SCENARIO_MODULES[number]}.main (--help lists them).")
-        p.set_defaults(func=_passthrough(f"ftcp scenario{number}", lambda argv, prog, n=number: scenario_main(n)(argv, prog)),
+        p.set_defaults(func=_passthrough(f"ftcp scenario{number}",
+                                         lambda argv, prog, n=number: scenario_main(n)(argv, prog)),
                        passthrough=True)
     p = subparsers.add_parser("report", add_help=False,
                               help="regenerate RESULTS.md and its figures from the scenario JSON (--help: options)")
-    p.set_defaults(func=_passthrough("ftcp report", lambda argv, prog: importlib.import_module(REPORT_MODULE).main(argv, prog)),
+    p.set_defaults(func=_passthrough("ftcp report",
+                                     lambda argv, prog: importlib.import_module(REPORT_MODULE).main(argv, prog)),
                    passthrough=True)
 
     p = subparsers.add_parser(

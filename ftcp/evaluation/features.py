@@ -258,8 +258,8 @@ def magpie_table(part, cache_dir, progress: bool = True) -> dict:
     if cache.exists():
         z = np.load(cache, allow_pickle=False)
         names = list(z["names"])
-        known = dict(zip(z["formulas"].tolist(), z["x"]))
-        failed = dict(zip(z["failed_formulas"].tolist(), z["failed_reasons"].tolist()))
+        known = dict(zip(z["formulas"].tolist(), z["x"], strict=False))
+        failed = dict(zip(z["failed_formulas"].tolist(), z["failed_reasons"].tolist(), strict=False))
     todo = sorted(set(formulas) - set(known) - set(failed))
     if todo:
         import warnings
@@ -289,6 +289,6 @@ def magpie_table(part, cache_dir, progress: bool = True) -> dict:
                         failed_reasons=np.array([failed[k] for k in sorted(failed)], dtype=str))
     ok = np.array([f in known for f in formulas], dtype=bool)
     x = np.array([known[f] for f in formulas[ok]]).reshape(int(ok.sum()), -1)
-    failures = [(m, f, failed.get(f, "no formula")) for m, f in zip(part.ids[~ok], formulas[~ok])]
+    failures = [(m, f, failed.get(f, "no formula")) for m, f in zip(part.ids[~ok], formulas[~ok], strict=False)]
     return {"ids": part.ids[ok], "x": x, "names": list(names or []), "failures": failures,
             "formula_set_sha256": hashlib.sha256("\n".join(sorted(set(formulas))).encode()).hexdigest()}

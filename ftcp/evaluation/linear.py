@@ -49,8 +49,8 @@ float64 with block_rows = max(16384, 2p), R, and the SVD's U, V and workspace: a
 """
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Iterator
 
 import numpy as np
 

@@ -32,7 +32,7 @@ from ..runtime import seed_everything
 
 def hybrid_mlp(in_dim: int, hidden=(512, 256, 128), dropout=(0.2, 0.2, 0.1)) -> nn.Sequential:
     layers, prev = [], in_dim
-    for width, p in zip(hidden, dropout):
+    for width, p in zip(hidden, dropout, strict=False):
         layers += [nn.Linear(prev, width), nn.ReLU(), nn.Dropout(p)]
         prev = width
     layers.append(nn.Linear(prev, 1))

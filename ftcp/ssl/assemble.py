@@ -1,7 +1,7 @@
 """Join the six block embeddings into the 2,048-d SSL feature table, by material ID.
 
     python SSL_Training/assemble_features.py --data Data [--out SSL_DIR] [--upstream-layout]
-    python -m ftcp.ssl assemble --data Data [--upstream-layout]
+    ftcp ssl-assemble --data Data [--upstream-layout]
 
 Reads ``<ssl dir>/block<N>_<name>/embeddings.npz`` for N = 1..6 (``ftcp.layout.BLOCKS``),
 checks that every block holds the same material IDs in the same order (a mismatch names the
@@ -61,7 +61,7 @@ def first_differences(reference: np.ndarray, other: np.ndarray, limit: int = 5) 
     if extra:
         parts.append(f"{len(extra)} not in the reference, e.g. {extra[:limit]}")
     if not missing and not extra:
-        pos = [i for i, (a, b) in enumerate(zip(reference, other)) if a != b][:limit]
+        pos = [i for i, (a, b) in enumerate(zip(reference, other, strict=False)) if a != b][:limit]
         parts.append(f"same IDs in another order: first differing rows {pos} "
                      f"(reference {[reference[i] for i in pos]} vs {[other[i] for i in pos]})")
     return "; ".join(parts)
@@ -75,18 +75,19 @@ def load_blocks(ssl_dir, blocks=L.BLOCKS) -> tuple[np.ndarray, list[np.ndarray],
         path = block_dir(ssl_dir, block) / EMBEDDINGS_FILE
         if not path.exists():
             raise FileNotFoundError(f"block {block.number} ({block.name}): {path} not found; train and export it first "
-                                    f"(python -m ftcp.ssl train --block {block.number} --data ... --out {ssl_dir})")
+                                    f"(ftcp ssl-train --block {block.number} --data ... --out {ssl_dir})")
         ids, emb = load_embeddings(path)
         if emb.shape[1] != block.embed_dim:
             raise ValueError(f"block {block.number} ({block.name}): {path} has {emb.shape[1]} dims, ftcp.layout says "
-                             f"{block.embed_dim}; it was trained with --embed-dim {emb.shape[1]} and cannot be assembled")
+                             f"{block.embed_dim}; it was trained with --embed-dim {emb.shape[1]} and cannot be "
+                             "assembled")
         if not np.isfinite(emb).all():
             raise ValueError(f"block {block.number} ({block.name}): {path} holds non-finite values")
         if reference is None:
             reference, ref_block = ids, block
         elif len(ids) != len(reference) or not np.array_equal(ids, reference):
-            raise ValueError(f"block {block.number} ({block.name}) has other material IDs than block {ref_block.number} "
-                             f"({ref_block.name}): {first_differences(reference, ids)}")
+            raise ValueError(f"block {block.number} ({block.name}) has other material IDs than block "
+                             f"{ref_block.number} ({ref_block.name}): {first_differences(reference, ids)}")
         config = read_json_if_exists(block_dir(ssl_dir, block) / "config.json") or {}
         records.append({"path": path, "config": config})
         arrays.append(emb)
@@ -96,7 +97,7 @@ def load_blocks(ssl_dir, blocks=L.BLOCKS) -> tuple[np.ndarray, list[np.ndarray],
 def _check_same_split(records, blocks):
     """Every block must come from the same SSL split (seed, sizes, excluded source)."""
     seen = {}
-    for block, rec in zip(blocks, records):
+    for block, rec in zip(blocks, records, strict=False):
         split = rec["config"].get("split")
         if split is None:
             continue
@@ -155,10 +156,11 @@ def assemble(ssl_dir, root=None, features_dir=None, blocks=L.BLOCKS, upstream_la
                     "train": {k: rec["config"].get("train", {}).get(k) for k in ("epochs", "batch_size", "lr", "seed")},
                     "model": rec["config"].get("model"),
                     "world_size": rec["config"].get("world_size"), "device_name": rec["config"].get("device_name")}
-                   for b, d, o, rec in zip(blocks, dims, offsets, records)],
+                   for b, d, o, rec in zip(blocks, dims, offsets, records, strict=False)],
         "outputs": {FEATURES_FILE: sha256_file(out_dir / FEATURES_FILE), IDS_FILE: sha256_file(out_dir / IDS_FILE)},
         # the structure-factor phase of the store the encoders saw: ftcp.embed featurizes new crystals with it
-        "ftcp_phase": (read_json_if_exists(Path(root) / "manifest.json") or {}).get("phase") if root is not None else None,
+        "ftcp_phase": ((read_json_if_exists(Path(root) / "manifest.json") or {}).get("phase")
+                       if root is not None else None),
     }
     if upstream_layout:
         if root is None:

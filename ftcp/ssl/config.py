@@ -41,7 +41,8 @@ class TrainConfig:
         "seed of a new SSL 80/10/10 split (default: the stored split's, else 42)", int, "N"))
     device: str = field(default="auto", metadata=_opt(
         "auto (CUDA when torch sees a GPU, else CPU) | cpu | cuda | cuda:N", str, "DEVICE"))
-    amp: str = field(default="auto", metadata=_opt("bf16 autocast (auto: on CUDA only)", choices=("auto", "bf16", "off")))
+    amp: str = field(default="auto",
+                     metadata=_opt("bf16 autocast (auto: on CUDA only)", choices=("auto", "bf16", "off")))
     max_samples: int | None = field(default=None, metadata=_opt(
         "train on at most N SSL-train materials (val/test: 1/8 of it); the export still covers all", int, "N"))
     eval_batch_size: int = field(default=1024, metadata=_opt("evaluation batch (fixes the masks)", int, "N"))

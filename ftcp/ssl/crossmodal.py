@@ -136,8 +136,9 @@ def ensure_descriptors(source, ssl_dir, search_dirs=(), chunk: int = 4096) -> Pa
                     return path
     missing = [r for r in REGIONS if r not in source.regions_available()]
     if missing:
-        raise FileNotFoundError(f"the cross-modal targets need the regions {missing}, which {source.root} does not hold;"
-                                f" compute {CACHE_FILE} on the full store (`ftcp ssl-prepare --crossmodal`) and copy it")
+        raise FileNotFoundError(f"the cross-modal targets need the regions {missing}, which {source.root} does not "
+                                f"hold; compute {CACHE_FILE} on the full store (`ftcp ssl-train-all --objective "
+                                "crossmodal` makes it) and copy it")
     regions = {r: source.region(r) for r in REGIONS}
     out = np.concatenate([crystal_descriptors({r: v[s:s + chunk] for r, v in regions.items()})
                           for s in range(0, len(source.ids), chunk)])

@@ -6,7 +6,7 @@ Sources (``open_source``):
   ``<root>/material_ids.npy``;
 * a *region pack*: ``<root>/ssl_regions.npz`` holding only the raw FTCP regions some blocks
   read (compressed; mp_36k's blocks 1-3 fit in ~15 MB) plus a copy of the prepared
-  ``SSL/`` files.  ``python -m ftcp.ssl pack`` writes one, so training can run on a machine
+  ``SSL/`` files.  ``ftcp ssl-pack`` writes one, so training can run on a machine
   that has torch and numpy but not the 3.4 GB store (or pymatgen).
 
 Prepared files in the SSL directory (``<root>/SSL`` unless ``--out`` says otherwise):
@@ -104,8 +104,10 @@ class NativeSource(Source):
         self.root = Path(root)
         self.ftcp = np.load(self.root / "ftcp.npy", mmap_mode="r")
         if self.ftcp.ndim != 3 or self.ftcp.shape[1:] != L.SHAPE:
-            raise ValueError(f"{self.root / 'ftcp.npy'}: expected shape (N, {L.N_ROWS}, {L.N_COLS}), got {self.ftcp.shape}")
-        self.ids = _check_ids(np.load(self.root / "material_ids.npy", allow_pickle=False), self.root / "material_ids.npy")
+            raise ValueError(f"{self.root / 'ftcp.npy'}: expected shape (N, {L.N_ROWS}, {L.N_COLS}), got "
+                             f"{self.ftcp.shape}")
+        self.ids = _check_ids(np.load(self.root / "material_ids.npy", allow_pickle=False),
+                              self.root / "material_ids.npy")
         if len(self.ids) != len(self.ftcp):
             raise ValueError(f"{self.root}: {len(self.ids)} material IDs for {len(self.ftcp)} FTCP arrays")
         self.chunk_size = chunk_size
@@ -135,8 +137,8 @@ class PackSource(Source):
 
     def region(self, name: str) -> np.ndarray:
         if name not in self._names:
-            raise KeyError(f"region {name!r} is not in the pack {self.root / PACK_FILE} (it holds {list(self._names)}); "
-                           f"re-run `python -m ftcp.ssl pack` with the block that needs it")
+            raise KeyError(f"region {name!r} is not in the pack {self.root / PACK_FILE} (it holds "
+                           f"{list(self._names)}); re-run `ftcp ssl-pack` with the block that needs it")
         arr = np.asarray(self._npz[f"region__{name}"], dtype=np.float32)
         if arr.shape != (len(self.ids),) + region_shape(name):
             raise ValueError(f"{self.root / PACK_FILE}: region {name} has shape {arr.shape}")
@@ -364,7 +366,7 @@ def load_or_fit_normalizer(ssl_dir, source: Source, split: dict, train_index: np
     full = source.full_ftcp()
     if full is None or not create:
         raise FileNotFoundError(f"no {NORMALIZER_FILE} in {ssl_dir}: a region pack must carry the normaliser "
-                                f"(run `python -m ftcp.ssl prepare` on the store, then `pack`)")
+                                f"(run `ftcp ssl-prepare` on the store, then `ftcp ssl-pack`)")
     scaler = RowMinMaxScaler().fit(full, rows=train_index)
     path = Path(ssl_dir) / NORMALIZER_FILE
     path.parent.mkdir(parents=True, exist_ok=True)

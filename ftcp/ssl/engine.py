@@ -209,9 +209,9 @@ class Trainer:
         states = [t.fit_init(self.device) for t in self.tasks]
         with torch.no_grad():
             for _, _, targets in self._fixed_view_batches(self.parts["train"]):
-                for task, st in zip(self.tasks, states):
+                for task, st in zip(self.tasks, states, strict=False):
                     task.fit_update(st, targets[task.name])
-        for task, st in zip(self.tasks, states):
+        for task, st in zip(self.tasks, states, strict=False):
             self.ddp.all_reduce_([st[k] for k in sorted(st)])
             task.fit_finish(st)
 
@@ -269,10 +269,10 @@ class Trainer:
                 count += len(pos)
         self.ddp.all_reduce_([loss_sum, count])
         losses = (loss_sum / count.clamp_min(1)).tolist()
-        out = {"loss": {t.name: v for t, v in zip(self.tasks, losses)}}
-        out["loss"]["total"] = sum(t.weight * v for t, v in zip(self.tasks, losses))
+        out = {"loss": {t.name: v for t, v in zip(self.tasks, losses, strict=False)}}
+        out["loss"]["total"] = sum(t.weight * v for t, v in zip(self.tasks, losses, strict=False))
         if metrics:
-            for task, st in zip(self.tasks, states):
+            for task, st in zip(self.tasks, states, strict=False):
                 self.ddp.all_reduce_([st[k] for k in sorted(st)])
                 out[task.name] = task.eval_finish(st)
         return out
@@ -375,12 +375,13 @@ class Trainer:
         t_eval = time.perf_counter()
         val = self._evaluate(_unwrap(self.model), self.parts["val"], metrics=False)["loss"]
         eval_seconds = time.perf_counter() - t_eval
-        total = sum(t.weight * v for t, v in zip(self.tasks, train_loss))
+        total = sum(t.weight * v for t, v in zip(self.tasks, train_loss, strict=False))
         if not math.isfinite(total) or not math.isfinite(val["total"]):
             raise FloatingPointError(f"block {self.block.number}: loss is not finite at epoch {epoch + 1} "
                                      f"(train {total}, val {val['total']}); try a lower --lr")
         samples = len(batches) * per_rank * self.ddp.world
-        return {"epoch": epoch + 1, "train_loss": {**{t.name: v for t, v in zip(self.tasks, train_loss)}, "total": total},
+        losses = {t.name: v for t, v in zip(self.tasks, train_loss, strict=False)}
+        return {"epoch": epoch + 1, "train_loss": {**losses, "total": total},
                 "val_loss": val, "train_seconds": train_seconds, "eval_seconds": eval_seconds,
                 "steps": len(batches), "skipped_steps": skipped, "skipped_batch_ids": skipped_ids,
                 "samples": samples, "samples_per_s": samples / max(train_seconds, 1e-9)}

@@ -25,7 +25,8 @@ def add_data_args(p: argparse.ArgumentParser, top_level: bool = False) -> None:
                    help="for a new SSL split: transductive (every material, upstream's) or inductive (the test "
                         "materials of every downstream split left out); default: the stored split, else transductive")
     g.add_argument("--exclude-test-of", metavar="SPLIT", default=None,
-                   help="for a new SSL split: leave one downstream split's test IDs out (random_10 ... random_40, group)")
+                   help="for a new SSL split: leave one downstream split's test IDs out (random_10 ... random_40, "
+                        "group)")
     g.add_argument("--exclude-ids", metavar="FILE", default=None,
                    help="for a new SSL split: leave these IDs (one per line) out")
 

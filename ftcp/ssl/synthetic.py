@@ -44,9 +44,29 @@ def _expanded(sg, kind, k, coords):
     return s.frac_coords, [names.index(str(site.specie)) for site in s]
 
 
+def _random_lattice(kind: str, a: float, rng):
+    """A random cell of this crystal system with first edge ``a`` (only the system's own draws are made)."""
+    from pymatgen.core import Lattice  # pymatgen is not needed on a training machine (this module is for tests)
+
+    if kind == "cubic":
+        return Lattice.cubic(a)
+    if kind == "hexagonal":
+        return Lattice.hexagonal(a, a * rng.uniform(1.2, 2.8))
+    if kind == "tetragonal":
+        return Lattice.tetragonal(a, a * rng.uniform(0.6, 1.6))
+    if kind == "orthorhombic":
+        return Lattice.orthorhombic(a, a * rng.uniform(1.1, 1.6), a * rng.uniform(0.6, 0.9))
+    if kind == "monoclinic":
+        return Lattice.monoclinic(a, a * rng.uniform(1.1, 1.5), a * rng.uniform(0.7, 0.9), rng.uniform(95, 115))
+    if kind == "triclinic":
+        return Lattice.from_parameters(a, a * rng.uniform(1.1, 1.4), a * rng.uniform(0.7, 0.9),
+                                       *rng.uniform(75, 105, size=3))
+    raise KeyError(kind)
+
+
 def random_structures(n: int, seed: int = 0):
     """``n`` symmetric crystals: prototypes with random elements and cell sizes."""
-    from pymatgen.core import Lattice, Structure
+    from pymatgen.core import Structure
 
     rng = np.random.default_rng(seed)
     expanded = [_expanded(*p) for p in _PROTOTYPES]
@@ -55,14 +75,7 @@ def random_structures(n: int, seed: int = 0):
         _, kind, k, _ = _PROTOTYPES[i % len(_PROTOTYPES)]
         frac, slot = expanded[i % len(_PROTOTYPES)]
         a = rng.uniform(3.0, 6.5)
-        lat = {"cubic": lambda: Lattice.cubic(a),
-               "hexagonal": lambda: Lattice.hexagonal(a, a * rng.uniform(1.2, 2.8)),
-               "tetragonal": lambda: Lattice.tetragonal(a, a * rng.uniform(0.6, 1.6)),
-               "orthorhombic": lambda: Lattice.orthorhombic(a, a * rng.uniform(1.1, 1.6), a * rng.uniform(0.6, 0.9)),
-               "monoclinic": lambda: Lattice.monoclinic(a, a * rng.uniform(1.1, 1.5), a * rng.uniform(0.7, 0.9),
-                                                        rng.uniform(95, 115)),
-               "triclinic": lambda: Lattice.from_parameters(a, a * rng.uniform(1.1, 1.4), a * rng.uniform(0.7, 0.9),
-                                                            *rng.uniform(75, 105, size=3))}[kind]()
+        lat = _random_lattice(kind, a, rng)
         species = [str(e) for e in rng.choice(_ELEMENTS, size=k, replace=False)]
         out.append(Structure(lat, [species[j] for j in slot], frac))
     return out

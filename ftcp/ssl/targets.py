@@ -97,7 +97,7 @@ def compute_crystal_systems(source, out_dir, workers: int | None = None, chunk_s
             order = [s for s, _ in jobs()]
             results = (pool.imap(_classify_chunk, (a for _, a in jobs())) if pool
                        else map(_classify_chunk, (a for _, a in jobs())))
-            for s, (codes, errors) in zip(order, results):
+            for s, (codes, errors) in zip(order, results, strict=False):
                 err_ids = np.array([str(source.ids[s + i]) for i in errors], dtype=str)
                 err_msg = np.array(list(errors.values()), dtype=str)
                 atomic_save_npz(parts / f"{s:09d}.npz", codes=codes, error_id=err_ids, error=err_msg)
@@ -111,10 +111,12 @@ def compute_crystal_systems(source, out_dir, workers: int | None = None, chunk_s
     for s in starts:
         with np.load(parts / f"{s:09d}.npz") as part:
             codes.append(part["codes"])
-            failures += [{"material_id": str(m), "error": str(e)} for m, e in zip(part["error_id"], part["error"])]
+            failures += [{"material_id": str(m), "error": str(e)}
+                         for m, e in zip(part["error_id"], part["error"], strict=False)]
     codes = np.concatenate(codes)
     meta = {"symprec": symprec, "symprec_retry": SYMPREC_RETRY, "angle_tolerance": ANGLE_TOLERANCE,
-            "classes": list(CRYSTAL_SYSTEMS), "unknown": UNKNOWN, "n": int(n), "n_unknown": int((codes == UNKNOWN).sum()),
+            "classes": list(CRYSTAL_SYSTEMS), "unknown": UNKNOWN, "n": int(n),
+            "n_unknown": int((codes == UNKNOWN).sum()),
             "counts": {c: int((codes == k).sum()) for k, c in enumerate(CRYSTAL_SYSTEMS)}}
     atomic_save_npz(out_dir / CACHE_FILE, material_id=source.ids.astype(str), crystal_system=codes,
                     meta=np.array(json.dumps(meta)))
@@ -137,11 +139,11 @@ def load_crystal_systems(ids, search_dirs) -> tuple[np.ndarray, dict]:
             missing = [m for m in ids if m not in pos]
             if missing:
                 raise ValueError(f"{path} has no crystal system for {len(missing)} materials, e.g. {missing[:3]}; "
-                                 f"delete it and run `python -m ftcp.ssl prepare` again")
+                                 f"delete it and run `ftcp ssl-prepare` again")
             return codes[np.array([pos[m] for m in ids], dtype=np.int64)].astype(np.int64), meta
     raise FileNotFoundError(
         f"no {CACHE_FILE} in {[str(d) for d in search_dirs]}: Block 2's crystal-system targets need pymatgen/spglib "
-        f"and are computed once on a CPU machine: `python -m ftcp.ssl prepare --data ROOT [--out SSL_DIR]`")
+        f"and are computed once on a CPU machine: `ftcp ssl-prepare --data DIR [--out SSL_DIR]`")
 
 
 def ensure_crystal_systems(source, ssl_dir, search_dirs=(), workers=None, progress=True) -> Path:
