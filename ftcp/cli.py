@@ -12,6 +12,7 @@ import importlib
 
 from .errors import add_debug_argument, guarded_call, run_main
 from .io_utils import DATA_ENV, add_data_argument
+from .logs import configure
 
 COMMAND_MODULES = [
     "ftcp.store",       # build, info
@@ -58,8 +59,6 @@ def main(argv=None) -> int:
 
 
 def _main(argv: list[str]) -> int:
-    from .logs import configure
-
     configure()
     parser = build_parser()
     args, rest = parser.parse_known_args(argv)

@@ -33,7 +33,7 @@ import numpy as np
 
 from . import layout as L
 from .featurizer import PHASES, RejectedStructure, extract_crystals, featurize_crystal_list
-from .io_utils import read_json_if_exists
+from .io_utils import add_device_argument, read_json_if_exists
 from .logs import progress_bar
 from .normalize import RowMinMaxScaler
 from .ssl.data import FEATURES_INFO, NORMALIZER_FILE, ArraySource, SSLData
@@ -274,8 +274,7 @@ def register_cli(subparsers) -> None:
                    help="SSL checkpoint directory (normalizer.json + block<N>_*/best.pt) or hub repository user/repo")
     p.add_argument("--out", metavar="FILE", required=True, help="output .npz (material_id + embedding), .npy or .csv")
     p.add_argument("--rejects", metavar="FILE", default=None, help="rejects CSV (default: <out stem>.rejects.csv)")
-    p.add_argument("--device", metavar="DEVICE", default="auto",
-                   help="auto | cpu | cuda[:N] (default auto: the GPU when torch sees one)")
+    add_device_argument(p)
     p.add_argument("--batch-size", metavar="N", type=int, default=DEFAULT_BATCH_SIZE,
                    help=f"crystals per embedding batch (default {DEFAULT_BATCH_SIZE})")
     p.add_argument("--id-column", metavar="COLUMN", default="material_id",

@@ -48,6 +48,12 @@ def add_data_argument(parser: argparse.ArgumentParser, top_level: bool = False) 
         help=f"data root (default: ${DATA_ENV} if set, else '{DEFAULT_DATA_ROOT}')")
 
 
+def add_device_argument(parser: argparse.ArgumentParser) -> None:
+    """``--device DEVICE`` (default auto), as ``ftcp.runtime.resolve_device`` reads it."""
+    parser.add_argument("--device", metavar="DEVICE", default="auto",
+                        help="auto (CUDA when torch sees a GPU, else CPU) | cpu | cuda | cuda:N (default auto)")
+
+
 def sha256_file(path: str | os.PathLike, block: int = 1 << 22) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as fh:

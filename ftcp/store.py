@@ -80,6 +80,7 @@ from .io_utils import (
     utc_now,
 )
 from .logs import progress_bar
+from .splits import find_split_dirs
 
 STORE_FORMAT = "crys-rep-enrich/native-store"
 STORE_FORMAT_VERSION = 1
@@ -856,8 +857,6 @@ def synthetic_provenance(path: Path, sha256: str) -> dict | None:
 
 
 def _remove_stale_splits(root: Path) -> list[str]:
-    from .splits import find_split_dirs
-
     removed = []
     for name, d in find_split_dirs(root, lambda d: (d / "split.json").exists()).items():
         for f in ("train_ids.txt", "test_ids.txt", "split.json"):

@@ -20,6 +20,7 @@ import numpy as np
 from .. import layout as L
 from ..io_utils import atomic_save_npz, atomic_write_json, read_json_if_exists, sha256_file
 from ..logs import progress_bar
+from ..ssl.data import SPLIT_FILE, ssl_seen_ids
 from .linear import ChunkSource, array_chunks
 
 #: Written next to stand-in SSL features; every result made from them carries this flag.
@@ -130,8 +131,6 @@ def leak_check(ssl_dir, test_ids) -> dict:
 
     0 means the scenario ran under the inductive protocol; anything else is transductive.
     """
-    from ..ssl.data import SPLIT_FILE, ssl_seen_ids
-
     path = Path(ssl_dir) / SPLIT_FILE
     split = read_json_if_exists(path)
     if split is None:

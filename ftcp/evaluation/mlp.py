@@ -28,6 +28,7 @@ from torch import nn
 
 from ..logs import progress_bar
 from ..runtime import seed_everything
+from .linear import constant_columns
 
 
 def hybrid_mlp(in_dim: int, hidden=(512, 256, 128), dropout=(0.2, 0.2, 0.1)) -> nn.Sequential:
@@ -190,8 +191,6 @@ def column_standardiser(x: np.ndarray, chunk_size: int = 4096) -> tuple[np.ndarr
     gets scale ``inf``, so ``(x - mean) / scale`` is 0 for it on every row, including rows it was
     not fitted on.  (StandardScaler's scale 1 passes a test-only deviation through unscaled, and
     a float-noise column's tiny std turns it into z ~ 1e16: MLP R2 of -1e27 on small data.)"""
-    from .linear import constant_columns
-
     n = len(x)
     s1 = np.zeros(x.shape[1])
     lo = np.full(x.shape[1], np.inf)

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from .. import layout as L
 from ..errors import UserError, add_debug_argument
-from ..io_utils import add_data_argument, resolve_data_root
+from ..io_utils import add_data_argument, add_device_argument, resolve_data_root
 from ..logs import configure
 from . import data as D
 from .blocks import load_block
@@ -170,11 +170,6 @@ def cmd_export(args) -> int:
 
 
 # ------------------------------------------------------------------------------------------
-def add_device_argument(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--device", metavar="DEVICE", default="auto",
-                   help="auto (CUDA when torch sees a GPU, else CPU) | cpu | cuda | cuda:N (default auto)")
-
-
 def register_cli(subparsers) -> None:
     """Add the ``ssl-*`` commands to the ``ftcp`` parser."""
     p = subparsers.add_parser("ssl-prepare", help="make the SSL split, normaliser and Block 2 crystal-system targets")
@@ -248,4 +243,4 @@ def register_cli(subparsers) -> None:
     p.set_defaults(func=cmd_export)
 
 
-__all__ = ["register_cli", "block_script_main", "run_train", "format_metrics", "add_device_argument"]
+__all__ = ["register_cli", "block_script_main", "run_train", "format_metrics"]

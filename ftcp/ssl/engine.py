@@ -47,7 +47,8 @@ from . import data as D
 from .batches import DeviceData, eval_batches, load_block_fields, train_batches
 from .block import SSLBlock
 from .config import TrainConfig
-from .export import load_checkpoint
+from .export import embed_positions, load_checkpoint, save_embeddings
+from .probe import LabelProbe
 from .steps import TrainStep, make_optimizer, set_lr
 
 log = logging.getLogger(__name__)
@@ -175,8 +176,6 @@ class Trainer:
         self.timing["baseline_seconds"] = time.perf_counter() - t
         self.probe = None
         if cfg.probe_every:
-            from .probe import LabelProbe
-
             self.probe = LabelProbe.for_run(self.data, self.parts["train"], cfg.probe_size, cfg.split_seed)
 
     # ----------------------------------------------------------------------------------
@@ -470,7 +469,6 @@ class Trainer:
 
     def export(self, path: Path | None = None) -> Path:
         """Embeddings of every material from the clean input with the current weights."""
-        from .export import embed_positions, save_embeddings
 
         t = time.perf_counter()
         positions = np.arange(len(self.data.ids))

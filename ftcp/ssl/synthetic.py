@@ -11,6 +11,10 @@ from pathlib import Path
 
 import numpy as np
 
+from ..featurizer import featurize
+from .data import open_source
+from .targets import CACHE_FILE, compute_crystal_systems
+
 # prototypes: (space group, lattice kind, number of species, Wyckoff coordinates of the species)
 _PROTOTYPES = [
     (225, "cubic", 2, [[0, 0, 0], [0.5, 0.5, 0.5]]),                  # rock salt
@@ -82,8 +86,6 @@ def random_structures(n: int, seed: int = 0):
 
 
 def make_synthetic_root(path, n: int = 96, seed: int = 0) -> Path:
-    from ..featurizer import featurize
-
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     structures = random_structures(n, seed)
@@ -95,8 +97,6 @@ def make_synthetic_root(path, n: int = 96, seed: int = 0) -> Path:
 def synthetic_root_cached(base_dir, n: int = 112, seed: int = 0) -> Path:
     """A synthetic root under ``base_dir`` with its Block 2 crystal-system cache in ``SSL/``;
     built once, reused afterwards (tests share it across modules)."""
-    from .data import open_source
-    from .targets import CACHE_FILE, compute_crystal_systems
 
     path = Path(base_dir) / f"ssl_synthetic_{n}_{seed}"
     if not (path / "SSL" / CACHE_FILE).exists():

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import layout as L
+from ..featurizer import to_structure
 from ..io_utils import atomic_save_npz, atomic_write_json
 from ..logs import progress_bar
 
@@ -35,9 +36,7 @@ _REGIONS = ("element_matrix", "lattice", "site_coords", "site_occupancy")
 
 def _classify_chunk(args):
     """Worker: crystal-system codes of a chunk of materials given their raw regions."""
-    from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
-
-    from ..featurizer import to_structure
+    from pymatgen.symmetry.analyzer import SpacegroupAnalyzer  # heavy: loaded in the workers that classify
 
     regions, symprec, retry, angle_tol = args
     n = len(regions["lattice"])
