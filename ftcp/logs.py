@@ -6,6 +6,7 @@ every command-line entry) shows those messages as plain lines on stderr.  Progre
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
 
@@ -27,9 +28,23 @@ def configure(level: int = logging.INFO) -> None:
         logger.setLevel(level)
 
 
+_BARS_OFF = []
+
+
 def progress_bar(iterable=None, enabled: bool = True, **kwargs) -> tqdm:
-    """A tqdm bar that shows only when stderr is a terminal, and never with ``enabled=False``."""
-    return tqdm(iterable, disable=None if enabled else True, **kwargs)
+    """A tqdm bar that shows only when stderr is a terminal, and never with ``enabled=False`` (or inside
+    ``progress_bars_off()``)."""
+    return tqdm(iterable, disable=None if enabled and not _BARS_OFF else True, **kwargs)
 
 
-__all__ = ["configure", "progress_bar", "LOGGERS"]
+@contextlib.contextmanager
+def progress_bars_off():
+    """No progress bars inside (code that takes no progress flag, run for a ``--no-progress`` command)."""
+    _BARS_OFF.append(True)
+    try:
+        yield
+    finally:
+        _BARS_OFF.pop()
+
+
+__all__ = ["configure", "progress_bar", "progress_bars_off", "LOGGERS"]

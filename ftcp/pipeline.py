@@ -57,7 +57,7 @@ from .evaluation.cli import run_scenario
 from .evaluation.report import make_report
 from .evaluation.results import DEFAULT_REPORT_DIR
 from .io_utils import add_data_argument, atomic_write_json, read_json, resolve_data_root, sha256_file, utc_now
-from .logs import LOGGERS
+from .logs import LOGGERS, progress_bars_off
 from .splits import split_dir
 from .ssl import data as D
 from .ssl.pretext_table import write_table
@@ -524,15 +524,20 @@ def run_logged(ctx: Context, name: str, main: Callable, argv: list[str]) -> None
         handler = logging.StreamHandler(fh)
         handler.setFormatter(logging.Formatter("%(message)s"))
         loggers = [logging.getLogger(n) for n in LOGGERS]
+        levels = [lg.level for lg in loggers]
         for lg in loggers:
             lg.addHandler(handler)
+            if lg.getEffectiveLevel() > logging.INFO:     # the log file gets the INFO messages in any case
+                lg.setLevel(logging.INFO)
         printed = io.StringIO()
         try:
-            with contextlib.redirect_stdout(printed):
+            with contextlib.redirect_stdout(printed), \
+                    (contextlib.nullcontext() if ctx.progress else progress_bars_off()):
                 rc = main(argv)
         finally:
-            for lg in loggers:
+            for lg, level in zip(loggers, levels, strict=True):
                 lg.removeHandler(handler)
+                lg.setLevel(level)
             fh.write(printed.getvalue())
             for line in printed.getvalue().splitlines():
                 if line.strip():
