@@ -31,6 +31,7 @@ import time
 from pathlib import Path
 
 from ftcp.io_utils import utc_now
+from ftcp.splits import GROUP_NAME, split_dir
 
 REPO = Path(__file__).resolve().parents[1]
 PY = sys.executable
@@ -112,7 +113,7 @@ def pool(jobs: list[tuple[list[str], Path]], width: int, deadline: float, thread
 
 
 def ensure_store(csv: Path, data: Path, logs: Path) -> None:
-    if (data / "manifest.json").exists() and (data / "Group_Splitting" / "test_ids.txt").exists():
+    if (data / "manifest.json").exists() and (split_dir(data, GROUP_NAME) / "test_ids.txt").exists():
         return
     t = time.time()
     rc = run([PY, "-m", "ftcp", "build", str(csv), "--data", str(data), "--workers", str(os.cpu_count() or 4),

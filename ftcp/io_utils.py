@@ -135,7 +135,8 @@ def atomic_save_npz(path: str | os.PathLike, compressed: bool = False, **arrays)
 
 def to_jsonable(obj):
     """NumPy and paths -> plain Python for strict JSON: numpy scalars and arrays -> numbers and lists, non-finite
-    floats -> None, tuples -> lists, dict keys -> str, paths -> str.  The one converter of every JSON record."""
+    floats -> None, tuples -> lists, dict keys -> str, paths and any other object -> str.  The one converter of
+    every JSON record."""
     if isinstance(obj, dict):
         return {str(k): to_jsonable(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
@@ -149,9 +150,9 @@ def to_jsonable(obj):
         return v if math.isfinite(v) else None
     if isinstance(obj, np.integer):
         return int(obj)
-    if isinstance(obj, os.PathLike):
-        return os.fspath(obj)
-    return obj
+    if obj is None or isinstance(obj, (str, int)):
+        return obj
+    return os.fspath(obj) if isinstance(obj, os.PathLike) else str(obj)
 
 
 def read_json(path: str | os.PathLike):

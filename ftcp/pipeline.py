@@ -56,7 +56,15 @@ from .errors import UserError, traceback_wanted
 from .evaluation.cli import run_scenario
 from .evaluation.report import make_report
 from .evaluation.results import DEFAULT_REPORT_DIR
-from .io_utils import add_data_argument, atomic_write_json, read_json, resolve_data_root, sha256_file, utc_now
+from .io_utils import (
+    add_data_argument,
+    atomic_write_json,
+    read_json,
+    resolve_data_root,
+    sha256_file,
+    to_jsonable,
+    utc_now,
+)
 from .logs import LOGGERS, progress_bars_off
 from .splits import split_dir
 from .ssl import data as D
@@ -144,7 +152,7 @@ class Context:
 
 def _canonical(obj):
     """JSON round trip (tuples -> lists, paths -> str) so stored and fresh keys compare equal."""
-    return json.loads(json.dumps(obj, sort_keys=True, default=str))
+    return to_jsonable(obj)
 
 
 def load_state(out: Path) -> dict:

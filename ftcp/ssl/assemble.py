@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import layout as L
-from ..io_utils import atomic_save_npy, atomic_write_json, read_json_if_exists, sha256_file, utc_now
+from ..io_utils import atomic_save_npy, atomic_write_json, read_json_if_exists, sha256_file, to_jsonable, utc_now
 from . import data as D
 from .export import EMBEDDINGS_FILE, load_embeddings
 
@@ -166,7 +166,7 @@ def assemble(ssl_dir, root=None, features_dir=None, blocks=L.BLOCKS, upstream_la
         if root is None:
             raise ValueError("--upstream-layout needs the data root (its split ID lists)")
         info["upstream_layout"] = write_upstream_features(root, ids, features)
-    atomic_write_json(out_dir / INFO_FILE, json.loads(json.dumps(info, default=str)))
+    atomic_write_json(out_dir / INFO_FILE, to_jsonable(info))
     log.info("assembled %d x %d SSL features from blocks %s -> %s (%.1f s)", features.shape[0], features.shape[1],
              [b.number for b in blocks], out_dir / FEATURES_FILE, time.perf_counter() - t0)
     return info

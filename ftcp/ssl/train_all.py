@@ -25,7 +25,7 @@ from pathlib import Path
 
 from .. import layout as L
 from ..errors import UserError
-from ..io_utils import atomic_write_json, parse_key_value, resolve_data_root, sha256_file, utc_now
+from ..io_utils import atomic_write_json, parse_key_value, resolve_data_root, sha256_file, to_jsonable, utc_now
 from ..provenance import git_commit
 from . import data as D
 from .blocks import load_block
@@ -260,7 +260,7 @@ def run_all(args) -> dict:
                 summary["table"] = write_table(ssl_dir, table_dir, command=command, data_root=root)["summary"]
             summary["total_seconds"] = time.perf_counter() - t0
             summary.update(created_utc=utc_now(), device=device_name, threads=torch.get_num_threads())
-            atomic_write_json(ssl_dir / "train_all_summary.json", json.loads(json.dumps(summary, default=str)))
+            atomic_write_json(ssl_dir / "train_all_summary.json", to_jsonable(summary))
             log.info("train-all finished in %.1f s: %s", summary["total_seconds"],
                      ", ".join(f"B{n} {v.get('seconds', 0):.0f}s" for n, v in summary["blocks"].items())
                      + (f", assembly {summary['assemble_seconds']:.1f}s" if "assemble_seconds" in summary else ""))
