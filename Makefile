@@ -1,5 +1,5 @@
 # Quick start:  make demo   (whole pipeline on the built-in synthetic demo data)
-#               make test   (the test suite)
+#               make test   (the linter, then the test suite)
 # Both create ./.venv on first use.  TORCH_SPEC pins torch==2.13.0: on our CI image that version is the
 # CPU wheel on local disk; elsewhere on Linux, PyPI's torch wheel bundles CUDA, so for a CPU-only venv use
 #   make TORCH_SPEC="torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu" demo
@@ -20,7 +20,10 @@ install: $(VENV)/.installed
 demo: $(VENV)/.installed
 	$(PY) -m ftcp demo
 
-test: $(VENV)/.installed
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check .
+
+test: lint
 	$(PY) -m pytest -q
 
-.PHONY: install demo test
+.PHONY: install demo lint test

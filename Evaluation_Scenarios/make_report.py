@@ -1,8 +1,9 @@
 #!/usr/bin/env python
 """Regenerate ``Supplemental Information/RESULTS.md`` and its figures from the scenario JSON.
 
-    python Evaluation_Scenarios/make_report.py --data Data            # results in Data/Results
-    python Evaluation_Scenarios/make_report.py --results runs/Results --report-dir out/
+    ftcp report --data Data                                   # results in Data/Results
+    ftcp report --results runs/Results --report-dir out/
+    python Evaluation_Scenarios/make_report.py --data Data    # the same
 """
 from __future__ import annotations
 
@@ -10,21 +11,21 @@ import argparse
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))   # run from a checkout
+from ftcp.errors import UserError, run_main
+from ftcp.evaluation.report import make_report
+from ftcp.evaluation.results import DEFAULT_REPORT_DIR
+from ftcp.io_utils import add_data_argument, resolve_data_root
+from ftcp.logs import configure
 
-from ftcp.errors import UserError, run_main  # noqa: E402
-from ftcp.evaluation.report import make_report  # noqa: E402
-from ftcp.evaluation.results import DEFAULT_REPORT_DIR  # noqa: E402
-from ftcp.io_utils import add_data_argument, resolve_data_root  # noqa: E402
 
-
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def main(argv=None, prog: str | None = None) -> int:
+    p = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0])
     add_data_argument(p, top_level=True)
     p.add_argument("--results", metavar="DIR", default=None,
                    help="folder holding scenario1/, scenario2/, scenario3/ (default: <data root>/Results)")
     p.add_argument("--report-dir", metavar="DIR", default=str(DEFAULT_REPORT_DIR),
                    help="where RESULTS.md and the PNG figures go (default: %(default)s)")
+    configure()
     args = p.parse_args(argv)
     results = Path(args.results) if args.results else resolve_data_root(args.data) / "Results"
     if not results.is_dir():

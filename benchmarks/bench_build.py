@@ -30,11 +30,11 @@ import tempfile
 import threading
 import time
 import warnings
-from datetime import datetime, timezone
 from pathlib import Path
 
+from ftcp.io_utils import utc_now
+
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 
 DEFAULT_CSV = Path(os.environ.get("CRYS_SHARED", REPO.parent / "shared")) / "data" / "mp_36k" / "mp_36k.csv.gz"
 
@@ -142,7 +142,8 @@ def bench_full(csv_path: Path, workers: int, tmp: Path, keep: Path | None) -> di
     res = {"workers": workers, "n_input": manifest["counts"]["input"], "n_accepted": manifest["counts"]["accepted"],
            "rejected_by_reason": manifest["counts"]["rejected_by_reason"], "wall_s": wall, "cpu_s": cpu,
            "cores_used": cpu / wall, "structures_per_s": manifest["counts"]["input"] / wall,
-           "peak_rss_tree_mb": peak[0] / 1024, "peak_rss_largest_process_mb": max_single_kb / 1024,   # any child of this benchmark
+           # the largest process: any child of this benchmark
+           "peak_rss_tree_mb": peak[0] / 1024, "peak_rss_largest_process_mb": max_single_kb / 1024,
            "ftcp_npy_bytes": manifest["files"]["ftcp.npy"]["bytes"], "store": str(root)}
     if keep is None:
         shutil.rmtree(root, ignore_errors=True)
@@ -207,7 +208,7 @@ def main(argv=None) -> int:
 
     w1, w2 = builds
     result = {
-        "date": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "date": utc_now(),
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
                     "loadavg_1min_before_after": [load0[0], load1[0]]},
         "input": {"csv": str(args.csv), "sample_rows": len(df)},
@@ -240,12 +241,14 @@ def main(argv=None) -> int:
     rt = result["ratios"]
     print(f"end-to-end / parse alone: {rt['end_to_end_over_parse_cpu']:.2f}x CPU, "
           f"{rt['end_to_end_over_parse_wall']:.2f}x wall (goal <= 1.5x)")
-    print(f"workers 2 vs 1: wall speedup {rt['speedup_wall_2_over_1']:.2f}x, CPU ratio {rt['cpu_overhead_2_over_1']:.2f}; "
+    print(f"workers 2 vs 1: wall speedup {rt['speedup_wall_2_over_1']:.2f}x, "
+          f"CPU ratio {rt['cpu_overhead_2_over_1']:.2f}; "
           f"with workers 2 the parent does {w2['parent_cpu_s']:.1f} of {w2['cpu_s']:.1f} CPU s, so parsing in "
           f"more processes can speed the build up by at most {w2['speedup_bound_from_serial_share']:.1f}x")
     if full:
         print(f"full build ({full['n_input']} rows -> {full['n_accepted']} crystals, workers {full['workers']}): "
-              f"{full['wall_s']:.0f} s wall, {full['cpu_s']:.0f} s CPU ({full['cores_used']:.2f} cores used), peak RSS {full['peak_rss_tree_mb']:.0f} MB "
+              f"{full['wall_s']:.0f} s wall, {full['cpu_s']:.0f} s CPU ({full['cores_used']:.2f} cores used), "
+              f"peak RSS {full['peak_rss_tree_mb']:.0f} MB "
               f"(process tree), {full['peak_rss_largest_process_mb']:.0f} MB (largest process); goal < 2048 MB")
     if comparison:
         print(f"full build vs {comparison['store_b']}: {comparison}")

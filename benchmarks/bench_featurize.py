@@ -14,35 +14,33 @@ On one core (BLAS threads pinned to 1), for the FTCP-eligible crystals of mp_36k
     an array of that size — on a VM that first touch alone can cost more than featurizing.
 All featurizers are checked to agree.  Writes benchmarks/results/featurize.json.
 
-    python benchmarks/bench_featurize.py [--csv ../shared/data/mp_36k/mp_36k.csv.gz] [--limit N]
+    python -m benchmarks.bench_featurize [--csv ../shared/data/mp_36k/mp_36k.csv.gz] [--limit N]
 """
 from __future__ import annotations
 
 import os
 
+from ftcp.io_utils import utc_now
+
 for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ[var] = "1"
 
-import argparse  # noqa: E402
-import json  # noqa: E402
-import platform  # noqa: E402
-import sys  # noqa: E402
-import time  # noqa: E402
-import warnings  # noqa: E402
-from datetime import datetime, timezone  # noqa: E402
-from pathlib import Path  # noqa: E402
+import argparse
+import json
+import platform
+import time
+import warnings
+from pathlib import Path
 
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
+import numpy as np
+import pandas as pd
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent))
-sys.path.insert(0, str(HERE))
 
-import ftcp  # noqa: E402
-from ftcp import layout as L  # noqa: E402
-from ftcp.featurizer import extract_crystals, featurize_crystals  # noqa: E402
-from reference_ftcp import reference_ftcp, upstream_procedure_ftcp  # noqa: E402
+import ftcp
+from benchmarks.reference_ftcp import reference_ftcp, upstream_procedure_ftcp
+from ftcp import layout as L
+from ftcp.featurizer import extract_crystals, featurize_crystals
 
 BATCH = 64
 
@@ -147,8 +145,8 @@ def main(argv=None):
         "one_call_equals_streamed": same,
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
         "python": platform.python_version(), "numpy": np.__version__,
-        "date": datetime.now(timezone.utc).strftime("%Y-%m-%d"),
-        "command": "python benchmarks/bench_featurize.py" + (f" --limit {args.limit}" if args.limit else ""),
+        "date": utc_now(),
+        "command": "python -m benchmarks.bench_featurize" + (f" --limit {args.limit}" if args.limit else ""),
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")

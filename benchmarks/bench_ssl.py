@@ -1,7 +1,7 @@
 """Benchmark the SSL engine: throughput, epoch time, time to upstream epochs, pretext metrics vs baselines.
 
 Runs from the repo root with only torch + numpy + tqdm, on a prepared data root: a native store
-(ftcp.npy + material_ids.npy) or a region pack (``python -m ftcp.ssl pack``), with the prepared
+(ftcp.npy + material_ids.npy) or a region pack (``ftcp ssl-pack``), with the prepared
 SSL files (ssl_split.json, normalizer.json, crystal_system.npz) in ``<root>/SSL`` or ``--out``.
 
     # one GPU, upstream settings, Blocks 1-3
@@ -23,21 +23,19 @@ import argparse
 import csv
 import json
 import platform
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
+import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-import torch  # noqa: E402
-
-from ftcp.ssl import data as D  # noqa: E402
-from ftcp.ssl.cli import load_block  # noqa: E402
-from ftcp.ssl.engine import TrainConfig, run_block, setup_distributed  # noqa: E402
-from ftcp.ssl.export import load_embeddings  # noqa: E402
-from ftcp.ssl.train_all import FAST  # noqa: E402  (the --preset fast settings, SSL_Training/README.md)
+from ftcp.io_utils import resolve_data_root, utc_now
+from ftcp.ssl import data as D
+from ftcp.ssl.blocks import load_block
+from ftcp.ssl.engine import TrainConfig, run_block, setup_distributed
+from ftcp.ssl.engine import device_kind as engine_device_kind
+from ftcp.ssl.export import load_embeddings
+from ftcp.ssl.train_all import FAST  # the --preset fast settings (SSL_Training/README.md)
 
 
 # ------------------------------------------------------------------------------------------
@@ -138,17 +136,18 @@ def main(argv=None):
     p.add_argument("--json", default=None, help="write the results here")
     args = p.parse_args(argv)
 
-    device_kind = "cuda" if args.device.startswith("cuda") or (args.device == "auto" and torch.cuda.is_available()) else "cpu"
+    device_kind = engine_device_kind(args.device)
     ddp = setup_distributed(device_kind)          # once, shared by every block run
     results, blocks = {}, []
     started = time.perf_counter()
     if args.probe_only:
-        ssl_dir = Path(args.out) if args.out else D.data_root(args.data) / "SSL"
+        ssl_dir = Path(args.out) if args.out else resolve_data_root(args.data) / "SSL"
         blocks = [load_block(n) for n in args.blocks]
-        out = probe(D.data_root(args.data), ssl_dir, blocks, {b.number: {"out_dir": ssl_dir / b.dirname} for b in blocks})
+        out = probe(resolve_data_root(args.data), ssl_dir, blocks,
+                    {b.number: {"out_dir": ssl_dir / b.dirname} for b in blocks})
         print(json.dumps(out, indent=1))
         if args.json:
-            Path(args.json).write_text(json.dumps({"date": time.strftime("%Y-%m-%d %H:%M:%S"), "probe": out}, indent=2))
+            Path(args.json).write_text(json.dumps({"date": utc_now(), "probe": out}, indent=2))
         return out
     for number in args.blocks:
         block = load_block(number)
@@ -173,29 +172,35 @@ def main(argv=None):
         upstream_epochs = block.defaults.epochs
         ran_all = len(hist) >= upstream_epochs
         results[number] = {
-            "block": block.name, "config": {k: getattr(cfg, k) for k in ("epochs", "batch_size", "lr", "warmup_epochs", "max_samples")},
-            "world_size": ddp.world, "epochs_run": len(hist), "best_epoch": m["best_epoch"], "early_stopped": m["early_stopped"],
+            "block": block.name,
+            "config": {k: getattr(cfg, k) for k in ("epochs", "batch_size", "lr", "warmup_epochs", "max_samples")},
+            "world_size": ddp.world, "epochs_run": len(hist), "best_epoch": m["best_epoch"],
+            "early_stopped": m["early_stopped"],
             "samples_per_s": m["timing"]["samples_per_s"], "mean_epoch_seconds": float(epoch_s),
             "mean_epoch_train_seconds": m["timing"]["mean_epoch_train_seconds"],
-            "time_to_upstream_epochs_seconds": float(sum(h["train_seconds"] + h["eval_seconds"] for h in hist[:upstream_epochs])
-                                                     if ran_all else epoch_s * upstream_epochs),
+            "time_to_upstream_epochs_seconds": float(
+                sum(h["train_seconds"] + h["eval_seconds"] for h in hist[:upstream_epochs]) if ran_all
+                else epoch_s * upstream_epochs),
             "time_to_upstream_epochs_kind": "measured" if ran_all else f"extrapolated from {len(hist)} epochs",
             "upstream_epochs": upstream_epochs, "wall_seconds": wall,
             "setup_seconds": m["timing"]["load_seconds"] + m["timing"]["baseline_seconds"],
-            "final_eval_seconds": m["timing"]["final_eval_seconds"], "export_seconds": m["timing"].get("export_seconds"),
+            "final_eval_seconds": m["timing"]["final_eval_seconds"],
+            "export_seconds": m["timing"].get("export_seconds"),
             "tasks": {part: {k: {"metric": v["metric"], "model": v["model"], "baseline": v["baseline"],
                                  "higher_is_better": v["higher_is_better"], "beats_baseline": v["beats_baseline"]}
                              for k, v in m[part].items() if k != "loss"} for part in ("val", "test")},
             "out_dir": m["out_dir"]}
-    report = {"date": time.strftime("%Y-%m-%d %H:%M:%S"), "data": args.data, "device": str(args.device),
-              "device_name": torch.cuda.get_device_name() if device_kind == "cuda" else platform.processor() or platform.machine(),
+    report = {"date": utc_now(), "data": args.data, "device": str(args.device),
+              "device_name": (torch.cuda.get_device_name() if device_kind == "cuda"
+                              else platform.processor() or platform.machine()),
               "torch": torch.__version__, "threads": torch.get_num_threads(), "world_size": ddp.world,
               "preset": args.preset, "seed": args.seed, "blocks": results,
               "total_wall_seconds": time.perf_counter() - started,
-              "total_time_to_upstream_epochs_seconds": sum(r["time_to_upstream_epochs_seconds"] for r in results.values())}
+              "total_time_to_upstream_epochs_seconds": sum(r["time_to_upstream_epochs_seconds"]
+                                                           for r in results.values())}
     if ddp.main and args.probe:
-        ssl_dir = Path(args.out) if args.out else D.data_root(args.data) / "SSL"
-        report["probe"] = probe(D.data_root(args.data), ssl_dir, blocks, results)
+        ssl_dir = Path(args.out) if args.out else resolve_data_root(args.data) / "SSL"
+        report["probe"] = probe(resolve_data_root(args.data), ssl_dir, blocks, results)
     if ddp.main:
         print_report(report)
         if args.json:
@@ -209,7 +214,8 @@ def main(argv=None):
 def print_report(r):
     print(f"\n{r['date']}  device {r['device']} ({r['device_name']}), world {r['world_size']}, threads {r['threads']}, "
           f"torch {r['torch']}")
-    print(f"{'block':<22}{'samples/s':>11}{'epoch s':>9}{'epochs':>8}{'to upstream ep. s':>19}{'set-up s':>10}{'export s':>10}")
+    print(f"{'block':<22}{'samples/s':>11}{'epoch s':>9}{'epochs':>8}{'to upstream ep. s':>19}{'set-up s':>10}"
+          f"{'export s':>10}")
     for n, b in r["blocks"].items():
         print(f"{n} {b['block']:<20}{b['samples_per_s']:>11.0f}{b['mean_epoch_seconds']:>9.2f}"
               f"{b['epochs_run']:>8}{b['time_to_upstream_epochs_seconds']:>19.1f}{b['setup_seconds']:>10.1f}"
@@ -227,8 +233,9 @@ def print_report(r):
         print(f"\nridge probe (SSL-train -> SSL-val RMSE); mean predictor {pr['mean_predictor']}")
         for key, v in pr.items():
             if key.startswith("block") or key == "all_blocks":
-                print("  " + key + ": " + ", ".join(f"{t}: emb {x['embedding']['val_rmse']:.3f} / raw {x['raw_input']['val_rmse']:.3f}"
-                                                  for t, x in v.items()))
+                print("  " + key + ": " + ", ".join(
+                    f"{t}: emb {x['embedding']['val_rmse']:.3f} / raw {x['raw_input']['val_rmse']:.3f}"
+                    for t, x in v.items()))
 
 
 if __name__ == "__main__":

@@ -27,7 +27,8 @@ def load_run(ssl_dir: Path) -> dict:
 
 
 def compare(a: dict, b: dict) -> dict:
-    out = {"blocks": {}, "total_seconds": {"a": a["summary"].get("total_seconds"), "b": b["summary"].get("total_seconds")},
+    out = {"blocks": {},
+           "total_seconds": {"a": a["summary"].get("total_seconds"), "b": b["summary"].get("total_seconds")},
            "world_size": {"a": a["summary"].get("world_size"), "b": b["summary"].get("world_size")}}
     for n in sorted(set(a["metrics"]) & set(b["metrics"])):
         ma, mb = a["metrics"][n], b["metrics"][n]
@@ -55,7 +56,8 @@ def main(argv=None):
     p.add_argument("--json", type=Path, default=None)
     args = p.parse_args(argv)
     result = compare(load_run(args.run_a), load_run(args.run_b))
-    print(f"A = {args.run_a} (world {result['world_size']['a']}), B = {args.run_b} (world {result['world_size']['b']}); "
+    print(f"A = {args.run_a} (world {result['world_size']['a']}), "
+          f"B = {args.run_b} (world {result['world_size']['b']}); "
           f"total seconds A {result['total_seconds']['a']}, B {result['total_seconds']['b']}")
     print(f"{'block':<6}{'samples/s A':>13}{'samples/s B':>13}{'B/A':>7}   task (part): metric A -> B (B better by)")
     for n, row in result["blocks"].items():

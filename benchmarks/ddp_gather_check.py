@@ -10,14 +10,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 import torch
 import torch.distributed as dist
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from ftcp.ssl.losses import barlow_twins  # noqa: E402
+from ftcp.ssl.losses import barlow_twins
 
 
 def main():

@@ -30,6 +30,9 @@ import tarfile
 import time
 from pathlib import Path
 
+from ftcp.io_utils import utc_now
+from ftcp.splits import GROUP_NAME, split_dir
+
 REPO = Path(__file__).resolve().parents[1]
 PY = sys.executable
 DEVICE = "cuda"
@@ -58,7 +61,7 @@ def env(threads: int = 1) -> dict:
 
 
 def say(msg: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
+    print(f"[{utc_now()}] {msg}", flush=True)
 
 
 def run(cmd: list[str], log: Path | None = None, threads: int = 1, timeout: float | None = None) -> int:
@@ -84,7 +87,7 @@ def pool(jobs: list[tuple[list[str], Path]], width: int, deadline: float, thread
             running.append((subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env(threads), cwd=REPO),
                             log, fh))
         if time.time() >= deadline:
-            for p, log, fh in running:
+            for p, _log, _fh in running:
                 p.send_signal(2)
             t = time.time()
             while any(p.poll() is None for p, _, _ in running) and time.time() - t < 20:
@@ -110,7 +113,7 @@ def pool(jobs: list[tuple[list[str], Path]], width: int, deadline: float, thread
 
 
 def ensure_store(csv: Path, data: Path, logs: Path) -> None:
-    if (data / "manifest.json").exists() and (data / "Group_Splitting" / "test_ids.txt").exists():
+    if (data / "manifest.json").exists() and (split_dir(data, GROUP_NAME) / "test_ids.txt").exists():
         return
     t = time.time()
     rc = run([PY, "-m", "ftcp", "build", str(csv), "--data", str(data), "--workers", str(os.cpu_count() or 4),
@@ -143,7 +146,8 @@ def ssl_jobs(plan, data: Path, runs: Path, probe_every: int) -> list[tuple[list[
             cmd = [PY, "-m", "ftcp", "ssl-train-all", "--data", str(data), "--out", str(d), "--blocks", str(n),
                    "--preset", preset, "--seed", str(seed), "--objective", objective, "--device", DEVICE,
                    "--threads", "1", "--no-progress", "--no-assemble", "--no-table", "--probe-every", str(probe_every)]
-            weight = WEIGHT[preset][n] - (1000 if objective == "crossmodal" else 0)   # last: their targets are made first
+            # cross-modal runs last: their targets are made first
+            weight = WEIGHT[preset][n] - (1000 if objective == "crossmodal" else 0)
             jobs.append((weight, cmd, d / "logs" / f"block{n}.log"))
     jobs.sort(key=lambda j: -j[0])
     return [(cmd, log) for _, cmd, log in jobs]
@@ -152,7 +156,8 @@ def ssl_jobs(plan, data: Path, runs: Path, probe_every: int) -> list[tuple[list[
 def finished(run_dir: Path) -> bool:
     for n in range(1, 7):
         m = next(run_dir.glob(f"block{n}_*/metrics.json"), None)
-        if m is None or json.loads(m.read_text()).get("status") != "finished" or not (m.parent / "embeddings.npz").exists():
+        if (m is None or json.loads(m.read_text()).get("status") != "finished"
+                or not (m.parent / "embeddings.npz").exists()):
             return False
     return True
 
@@ -166,7 +171,8 @@ def post_jobs(run_dirs: list[Path], data: Path, results: Path) -> list[tuple[lis
     for d in run_dirs:
         steps = [[PY, "-m", "ftcp", "ssl-assemble", "--data", str(data), "--out", str(d)],
                  [PY, "-m", "ftcp", "ssl-pretext-table", "--data", str(data), "--out", str(d)],
-                 [PY, "-m", "ftcp", "probe", "--data", str(data), "--ssl", str(d), "--split", "10", "--out", str(results)],
+                 [PY, "-m", "ftcp", "probe", "--data", str(data), "--ssl", str(d), "--split", "10", "--out",
+                  str(results)],
                  [PY, s1, "--data", str(data), "--ssl", str(d), "--features", "ssl", "--out", str(results),
                   "--no-report", "--device", "cpu"]]
         chain = " && ".join(shlex.join(c) for c in steps) + f" && touch {shlex.quote(str(d / 'logs' / 'post.done'))}"
@@ -240,7 +246,7 @@ def cmd_ssl(args) -> None:
     t0 = time.time()
     deadline = t0 + args.budget
     work = Path(args.work).resolve()
-    data, runs, results, logs = work / "data", work / "runs", work / "results", work / "logs"
+    data, runs, logs = work / "data", work / "runs", work / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     plan = PLANS[args.plan]
     if args.mps:

@@ -2,7 +2,7 @@
 # All six SSL blocks at upstream settings + assembly + pretext table on one GPU, from a region pack.
 # Usage (GPU box, repo root): benchmarks/gpu_train_all.sh PACK OUTDIR [extra train_all args]
 # Checkpoints (best.pt) and JSONs come back as a tar split into <=15 MiB parts; embeddings are
-# re-exported from best.pt on the CPU side (python -m ftcp.ssl export --block N --checkpoint ...).
+# re-exported from best.pt on the CPU side (python -m ftcp ssl-export --block N --checkpoint ...).
 set -uo pipefail
 PACK=$1; OUTDIR=$2; shift 2
 RUN=${RUN_DIR:-runs/ssl_gpu}

@@ -14,14 +14,14 @@ import platform
 import sys
 import warnings
 from concurrent.futures import ProcessPoolExecutor
-from datetime import datetime, timezone
 from pathlib import Path
 
 import pandas as pd
 from tqdm import tqdm
 
+from ftcp.io_utils import utc_now
+
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent))
 
 
 def _check(chunk):
@@ -50,7 +50,7 @@ def main(argv=None):
     args = ap.parse_args(argv)
     df = pd.read_csv(args.csv, keep_default_na=False, na_values=[""])
     df = df[(df.n_elements <= 4) & (df.n_sites <= 100)].iloc[: args.limit]
-    items = list(zip(df.material_id, df.cif))
+    items = list(zip(df.material_id, df.cif, strict=False))
     chunks = [items[i:i + 200] for i in range(0, len(items), 200)]
     rows = []
     with ProcessPoolExecutor(args.workers) as pool:
@@ -58,13 +58,14 @@ def main(argv=None):
             rows.extend(part)
     failed = [mid for mid, ok, _ in rows if not ok]
     result = {
-        "check": "featurize -> to_structure -> StructureMatcher(primitive_cell=False, scale=False, attempt_supercell=False)",
+        "check": "featurize -> to_structure -> "
+                 "StructureMatcher(primitive_cell=False, scale=False, attempt_supercell=False)",
         "data": f"{Path(args.csv).name}: {len(rows)} FTCP-eligible crystals",
         "matched": len(rows) - len(failed), "failed": len(failed), "failed_ids": failed[:100],
         "with_hydrogen": sum(h for _, _, h in rows),
         "with_hydrogen_matched": sum(h and ok for _, ok, h in rows),
         "machine": f"{platform.machine()}, {os.cpu_count()} cores",
-        "date": datetime.now(timezone.utc).strftime("%Y-%m-%d"),
+        "date": utc_now(),
         "command": "python benchmarks/verify_round_trip.py",
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

@@ -9,20 +9,21 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import sys
 
 from .errors import add_debug_argument, guarded_call, run_main
 from .io_utils import DATA_ENV, add_data_argument
+from .logs import configure
 
 COMMAND_MODULES = [
-    "ftcp.store",    # build, info
-    "ftcp.splits",   # split
-    "ftcp.hub",      # download, publish, fetch
-    "ftcp.ssl.cli",  # ssl-prepare, ssl-pack, ssl-train, ssl-train-all, ssl-assemble, ...
-    "ftcp.embedding",  # embed
+    "ftcp.store",       # build, info
+    "ftcp.splitting",   # split
+    "ftcp.hub",         # download, publish, fetch
+    "ftcp.ssl.cli",     # ssl-prepare, ssl-pack, ssl-train, ssl-train-all, ssl-assemble, ssl-pretext-table, ssl-export
+    "ftcp.embedding",   # embed
     "ftcp.evaluation.block_probe",  # probe
     "ftcp.evaluation.collect",      # collect-results
-    "ftcp.pipeline",   # demo, reproduce
+    "ftcp.evaluation.cli",          # scenario1, scenario2, scenario3, report, standin-ssl
+    "ftcp.pipeline",    # demo, reproduce
 ]
 
 
@@ -52,22 +53,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _apply_top_level_data(parser, args, argv) -> None:
-    """``ftcp --data X cmd``: hand X to a subcommand whose own ``--data`` defaults to None.
-
-    Some subcommands (the ``ssl-*`` family, shared with ``python -m ftcp.ssl``) declare ``--data``
-    with ``default=None``, and argparse lets that default overwrite the top-level value.  The
-    subcommand's own ``--data`` still wins when both are given.
-    """
-    if getattr(args, "data", None) is not None or not args.command or args.command not in argv:
-        return
-    top = argparse.ArgumentParser(add_help=False)
-    add_data_argument(top, top_level=True)
-    known, _ = top.parse_known_args(argv[:argv.index(args.command)])
-    if known.data is not None:
-        args.data = known.data
-
-
 def main(argv=None) -> int:
     """The ``ftcp`` command: its exit status.  Errors go through ``ftcp.errors``: an expected one is a line
     ``ftcp <command>: error: ...``, Ctrl-C exits 130, a bug keeps its traceback (``--debug`` shows them all)."""
@@ -75,18 +60,15 @@ def main(argv=None) -> int:
 
 
 def _main(argv: list[str]) -> int:
-    from .logs import configure
-
     configure()
     parser = build_parser()
-    args = parser.parse_args(argv)
-    _apply_top_level_data(parser, args, argv)
+    args, rest = parser.parse_known_args(argv)
+    if getattr(args, "passthrough", False):      # scenario1..3, report: the rest is the scenario's own arguments
+        args.passthrough_argv = rest
+    elif rest:
+        parser.parse_args(argv)                  # argparse's usual error for the unknown arguments (exit 2)
     if getattr(args, "func", None) is None:
         parser.print_help()
         return 2
     rc = guarded_call(args.func, args, prog=f"ftcp {args.command}")
     return rc if isinstance(rc, int) else 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -12,8 +12,8 @@ How a demo crystal is made (all deterministic given ``seed``; row ``i`` depends 
    rutile, cubic perovskite, anti-perovskite, spinel, half-Heusler (Nowotny-Juza), L2_1 /
    Li3Bi type, corundum, rock-salt-ordered double perovskite / elpasolite) and one elemental
    slot that cycles through fcc, bcc, hcp and diamond.  Cells are built in code from
-   space-group orbits (pymatgen ``SpaceGroup``), nothing is downloaded; free Wyckoff parameters and axial ratios are drawn from
-   narrow ranges around typical values.
+   space-group orbits (pymatgen ``SpaceGroup``), nothing is downloaded; free Wyckoff parameters and axial ratios are
+   drawn from narrow ranges around typical values.
 2. Chemistry.  Each ionic prototype has charge recipes (e.g. rocksalt: A+ X-, A2+ X2-, A3+ X3-)
    with chemically sensible element pools; every compound is charge neutral in formal
    oxidation states.  Hydride recipes (H-) exist for rocksalt, fluorite, rutile and perovskite
@@ -47,20 +47,21 @@ that ``python -m ftcp build <csv>`` ingests, plus a JSON sidecar with the proven
 """
 from __future__ import annotations
 
-import argparse
 import gzip
 import hashlib
 import io
 import json
 import os
 import warnings
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
-from typing import Callable, Iterator
 
 import numpy as np
 import pandas as pd
+
+from .logs import progress_bar
 
 GENERATOR_VERSION = "1.0"
 DEFAULT_N = 1000
@@ -297,7 +298,7 @@ def material_id(i: int) -> str:
     return f"demo-{i + 1:05d}"
 
 
-@lru_cache(maxsize=None)
+@cache
 def _radius(symbol: str, oxi: int) -> float:
     from pymatgen.core import Element, Species
 
@@ -319,7 +320,7 @@ def _radius(symbol: str, oxi: int) -> float:
     return float(r)
 
 
-@lru_cache(maxsize=None)
+@cache
 def _space_group(symbol: str):
     """(SpaceGroup, rotations (M,3,3), translations (M,3)); pymatgen needs ~0.5 s per SpaceGroup."""
     from pymatgen.symmetry.groups import SpaceGroup
@@ -349,7 +350,7 @@ def _from_spacegroup(symbol: str, lattice, species: list, coords: list):
     if not _space_group(symbol)[0].is_compatible(lattice):
         raise ValueError(f"lattice {lattice.parameters} does not fit space group {symbol}")
     all_species, all_coords = [], []
-    for sp, point in zip(species, coords):
+    for sp, point in zip(species, coords, strict=False):
         orbit = _orbit(symbol, point)
         all_species.extend([sp] * len(orbit))
         all_coords.extend(orbit)
@@ -531,22 +532,20 @@ def generate_demo_dataset(n: int = DEFAULT_N, seed: int = DEFAULT_SEED, progress
     structure parsed back from the stored CIF text, so a consumer that reads the CIF reproduces
     them (to the rounding of ``_LABEL_DECIMALS`` decimals).
     """
-    from tqdm.auto import tqdm
-
     if n < 1:
         raise ValueError(f"n must be positive, got {n}")
     n_jobs = _default_jobs(n) if n_jobs is None else int(n_jobs)
     tasks = [(i, seed) for i in range(n)]
-    bar = dict(total=n, desc="demo crystals", disable=not progress)
+    bar = dict(total=n, desc="demo crystals")
     if n_jobs <= 1:
-        rows = [demo_row(i, s) for i, s in tqdm(tasks, **bar)]
+        rows = [demo_row(i, s) for i, s in progress_bar(tasks, progress, **bar)]
     else:
         from concurrent.futures import ProcessPoolExecutor
 
         for symbol in sorted({p.build(np.random.default_rng(0))[0] for p in PROTOTYPES + ELEMENTAL}):
             _space_group(symbol)   # warm the cache before forking
         with ProcessPoolExecutor(max_workers=n_jobs) as pool:
-            rows = list(tqdm(pool.map(_demo_row_star, tasks, chunksize=16), **bar))
+            rows = list(progress_bar(pool.map(_demo_row_star, tasks, chunksize=16), progress, **bar))
     df = pd.DataFrame(rows, columns=COLUMNS)
     if df["material_id"].duplicated().any():  # pragma: no cover - ids are built from the row index
         raise AssertionError("duplicate demo material_id")
@@ -631,23 +630,3 @@ def write_demo_csv(path=DEFAULT_CSV_NAME, n: int = DEFAULT_N, seed: int = DEFAUL
     record = provenance(df, seed, hashlib.sha256(data).hexdigest())
     side.write_text(json.dumps(record, indent=2) + "\n")
     return path, side
-
-
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m ftcp.demo_data",
-                                     description="Write the SYNTHETIC demo dataset (not DFT) as a gzipped CSV "
-                                                 "plus a JSON provenance sidecar.")
-    parser.add_argument("out", nargs="?", default=DEFAULT_CSV_NAME, help=f"CSV path (default {DEFAULT_CSV_NAME})")
-    parser.add_argument("--n", type=int, default=DEFAULT_N, help=f"number of crystals (default {DEFAULT_N})")
-    parser.add_argument("--seed", type=int, default=DEFAULT_SEED, help="random seed (default 0)")
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
-    args = parser.parse_args(argv)
-    csv_path, side = write_demo_csv(args.out, n=args.n, seed=args.seed, progress=not args.quiet)
-    print(f"wrote {csv_path} ({args.n} synthetic demo crystals, seed {args.seed}) and {side}")
-    return 0
-
-
-if __name__ == "__main__":
-    from .errors import run_main
-
-    raise SystemExit(run_main(main, prog="python -m ftcp.demo_data"))

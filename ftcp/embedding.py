@@ -20,8 +20,8 @@ featurized with the structure-factor phase of the training store (``ssl_features
 A crystal FTCP cannot represent (disordered, more than 4 elements or 100 sites, Z > 100, an
 unparsable CIF) raises ``ftcp.RejectedStructure`` naming the crystal and the reason; the command
 line instead writes such inputs, with their reasons, to a rejects CSV and embeds the rest.
-The block encoder definitions are files of the repository (``SSL_Training/Block*/encoder.py``):
-embedding needs a checkout, like training.
+The block encoder definitions are the installed ``SSL_Training`` package (``Block*/encoder.py``), so
+embedding works after ``pip install`` outside a checkout.
 """
 from __future__ import annotations
 
@@ -32,11 +32,14 @@ from pathlib import Path
 import numpy as np
 
 from . import layout as L
-from .featurizer import PHASES, RejectedStructure
-from .io_utils import read_json_if_exists
+from .featurizer import PHASES, RejectedStructure, extract_crystals, featurize_crystal_list
+from .io_utils import add_device_argument, read_json_if_exists
+from .logs import progress_bar
+from .normalize import RowMinMaxScaler
+from .ssl.data import FEATURES_INFO, NORMALIZER_FILE, ArraySource, SSLData
+from .store import parse_payload
 
 DEFAULT_BATCH_SIZE = 256
-FEATURES_INFO = "ssl_features.json"
 _CACHE: dict = {}
 
 
@@ -63,11 +66,9 @@ class Embedder:
     """The six block encoders of one checkpoint directory, ready to embed FTCP arrays."""
 
     def __init__(self, checkpoint_dir, device: str = "cpu"):
-        import torch
+        import torch  # torch and the modules that need it load on first use: `import ftcp` stays light
 
-        from .normalize import RowMinMaxScaler
-        from .ssl.cli import load_block
-        from .ssl.data import NORMALIZER_FILE
+        from .ssl.blocks import load_block
         from .ssl.export import load_block_model
 
         self.dir = Path(checkpoint_dir)
@@ -81,11 +82,7 @@ class Embedder:
         self.phase = info.get("ftcp_phase") or "linear"
         self.blocks, self.models = [], []
         for spec in L.BLOCKS:
-            try:
-                block = load_block(spec.number)
-            except FileNotFoundError as exc:
-                raise CheckpointError(f"{exc}: the block encoders are files of the repository (SSL_Training/); "
-                                      "embedding needs a checkout of it") from None
+            block = load_block(spec.number)
             ckpt = self.dir / block.dirname / "best.pt"
             if not ckpt.is_file():
                 raise CheckpointError(f"{ckpt} not found: the checkpoint directory must hold all six trained blocks")
@@ -98,8 +95,7 @@ class Embedder:
 
     def embed_ftcp(self, ftcp: np.ndarray, batch_size: int = DEFAULT_BATCH_SIZE, ids=None) -> np.ndarray:
         """(N, 400, 63) FTCP (raw, as featurized) -> (N, 2048) float32 SSL features."""
-        from .ssl.data import ArraySource, SSLData
-        from .ssl.batches import DeviceData, load_block_fields
+        from .ssl.batches import DeviceData, load_block_fields  # torch
         from .ssl.export import embed_positions
 
         ftcp = np.asarray(ftcp, dtype=np.float32)
@@ -112,7 +108,7 @@ class Embedder:
         out = np.empty((len(ftcp), L.SSL_DIM), dtype=np.float32)
         start = 0
         positions = np.arange(len(ftcp))
-        for block, model in zip(self.blocks, self.models):
+        for block, model in zip(self.blocks, self.models, strict=False):
             fields = load_block_fields(block, data, inference=True)
             dd = DeviceData(fields, block.lengths(fields), block.sequence_fields, self.device)
             emb = embed_positions(block, model, dd, positions, batch_size)
@@ -152,9 +148,6 @@ def _as_crystals(structures) -> list:
     """
     from pymatgen.core import Structure
 
-    from .featurizer import extract_crystals
-    from .store import parse_payload
-
     if isinstance(structures, (Structure, str, Path)):
         structures = [structures]
     out = []
@@ -189,8 +182,6 @@ def embed(structures, checkpoint_dir, device: str = "cpu", batch_size: int = DEF
     cannot represent and why (disordered, too_many_elements, too_many_sites, unsupported_element,
     unparsable_cif, ...); nothing is dropped silently.
     """
-    from .featurizer import featurize_crystal_list
-
     crystals = _as_crystals(structures)
     embedder = load_embedder(resolve_checkpoints(checkpoint_dir, endpoint, revision), device)
     return embedder.embed_ftcp(featurize_crystal_list(crystals, phase=embedder._phase(phase)), batch_size)
@@ -216,7 +207,8 @@ def collect_inputs(inputs, id_column: str = "material_id", cif_column: str = "ci
                 raise ValueError(f"{path}: no {cif_column!r} column (columns: {list(df.columns)})")
             ids = (df[id_column].str.strip().tolist() if id_column in df.columns
                    else [f"{path.name}:{i}" for i in range(len(df))])
-            items += [(m, f"{path}:row {i + 2}", ("cif", c)) for i, (m, c) in enumerate(zip(ids, df[cif_column]))]
+            items += [(m, f"{path}:row {i + 2}", ("cif", c))
+                      for i, (m, c) in enumerate(zip(ids, df[cif_column], strict=False))]
         elif path.is_file():
             items.append((path.stem, str(path), ("cif_file", str(path))))
         else:
@@ -227,13 +219,8 @@ def collect_inputs(inputs, id_column: str = "material_id", cif_column: str = "ci
 
 def embed_inputs(items, embedder: Embedder, batch_size: int = DEFAULT_BATCH_SIZE, progress: bool = True):
     """Parse, check, featurize and embed; returns (ids, embeddings, rejects [(id, where, code, detail)])."""
-    from tqdm.auto import tqdm
-
-    from .featurizer import featurize_crystal_list
-    from .store import parse_payload
-
     ok_ids, crystals, rejects, seen = [], [], [], set()
-    for material_id, where, task in tqdm(items, desc="parse CIFs", disable=not progress, unit="crystal"):
+    for material_id, where, task in progress_bar(items, progress, desc="parse CIFs", unit="crystal"):
         if not material_id:
             rejects.append((material_id, where, "missing_id", "empty material ID"))
             continue
@@ -269,7 +256,7 @@ def write_embeddings(path: Path, ids: np.ndarray, emb: np.ndarray, meta: dict) -
         with open(path, "w", newline="", encoding="utf-8") as fh:
             w = csv.writer(fh)
             w.writerow(["material_id"] + [f"ssl_{j}" for j in range(emb.shape[1])])
-            for m, row in zip(ids, emb):
+            for m, row in zip(ids, emb, strict=False):
                 w.writerow([m] + [repr(float(v)) for v in row])
         return [path]
     raise ValueError(f"--out {path}: use a .npz, .npy or .csv file name")
@@ -285,15 +272,19 @@ def register_cli(subparsers) -> None:
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="CIF file, folder of CIF files, or CSV with a cif column")
     p.add_argument("--checkpoints", required=True, metavar="DIR_OR_REPO",
                    help="SSL checkpoint directory (normalizer.json + block<N>_*/best.pt) or hub repository user/repo")
-    p.add_argument("--out", required=True, help="output .npz (material_id + embedding), .npy or .csv")
-    p.add_argument("--rejects", default=None, help="rejects CSV (default: <out stem>.rejects.csv)")
-    p.add_argument("--device", default="auto", help="auto | cpu | cuda[:N] (default auto: the GPU when torch sees one)")
-    p.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE)
-    p.add_argument("--id-column", default="material_id", help="CSV column with IDs (default material_id)")
-    p.add_argument("--cif-column", default="cif", help="CSV column with CIF text (default cif)")
-    p.add_argument("--endpoint", default=None, help="hub URL for a repository name (default $HF_ENDPOINT)")
-    p.add_argument("--revision", default=None, help="hub branch, tag or commit")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--out", metavar="FILE", required=True, help="output .npz (material_id + embedding), .npy or .csv")
+    p.add_argument("--rejects", metavar="FILE", default=None, help="rejects CSV (default: <out stem>.rejects.csv)")
+    add_device_argument(p)
+    p.add_argument("--batch-size", metavar="N", type=int, default=DEFAULT_BATCH_SIZE,
+                   help=f"crystals per embedding batch (default {DEFAULT_BATCH_SIZE})")
+    p.add_argument("--id-column", metavar="COLUMN", default="material_id",
+                   help="CSV column with IDs (default material_id)")
+    p.add_argument("--cif-column", metavar="COLUMN", default="cif", help="CSV column with CIF text (default cif)")
+    p.add_argument("--endpoint", metavar="URL", default=None,
+                   help="hub URL for a repository name (default $HF_ENDPOINT)")
+    p.add_argument("--revision", metavar="REV", default=None, help="hub branch, tag or commit")
+    p.add_argument("--no-progress", dest="progress", action="store_false",
+                   help="no progress bar (it shows only on a terminal anyway)")
     p.set_defaults(func=_cli_embed)
 
 
@@ -319,7 +310,7 @@ def _cli_embed(args) -> int:
         raise ValueError(str(exc)) from None
     items = collect_inputs(args.inputs, args.id_column, args.cif_column)
     embedder = load_embedder(ckpt, device)
-    ids, emb, rejects = embed_inputs(items, embedder, args.batch_size, progress=not args.no_progress)
+    ids, emb, rejects = embed_inputs(items, embedder, args.batch_size, progress=args.progress)
     rej_path = Path(args.rejects) if args.rejects else _rejects_path(out)
     if rejects:
         rej_path.parent.mkdir(parents=True, exist_ok=True)

@@ -19,8 +19,8 @@ import pickle
 import sys
 import traceback
 import zlib
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 #: Environment variable that shows tracebacks of expected errors too (``--debug`` sets it for child processes).
 TRACEBACK_ENV = "FTCP_TRACEBACK"

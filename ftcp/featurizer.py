@@ -32,12 +32,12 @@ from __future__ import annotations
 
 import gc
 import math
+from collections.abc import Iterable, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache, lru_cache
 from itertools import chain
 from operator import attrgetter
-from typing import Iterable, Sequence
 
 import numpy as np
 
@@ -73,7 +73,8 @@ REJECT_REASONS = {
     "disordered": "partially occupied or mixed-species site(s); FTCP needs fully ordered sites",
     "too_many_elements": f"more than {L.MAX_ELEMENTS} distinct elements",
     "too_many_sites": f"more than {L.MAX_SITES} sites in the cell",
-    "unsupported_element": f"element without a CGCNN property vector (Z > {MAX_PROPERTY_Z}, e.g. Md, No, Lr, or a dummy species)",
+    "unsupported_element": f"element without a CGCNN property vector (Z > {MAX_PROPERTY_Z}, e.g. Md, No, Lr, or a "
+                           "dummy species)",
     "empty_structure": "structure has no sites",
     "bad_lattice": "lattice is degenerate or not finite",
     "bad_coordinates": "site coordinates are not finite",
@@ -147,7 +148,7 @@ def crystal_from_structure(structure) -> Crystal:
     species = _site_species(sites)
     # an ordered site holds exactly one species at occupancy 1 (pymatgen stores exactly 1 or 1.0)
     pairs = list(chain.from_iterable(map(dict.items, species)))      # (species, occupancy) per site
-    elements, occupancies = zip(*pairs) if len(pairs) == n else ((), ())
+    elements, occupancies = zip(*pairs, strict=False) if len(pairs) == n else ((), ())
     if len(pairs) != n or (set(occupancies) != {1} and any(abs(o - 1.0) > 1e-8 for o in occupancies)):
         disordered = sum(len(sp) != 1 or abs(next(iter(sp.values())) - 1.0) > 1e-8 for sp in species)
         raise _reject("disordered", f"{disordered} of {n} sites")
@@ -158,7 +159,7 @@ def crystal_from_structure(structure) -> Crystal:
     if len(slot_of_z) > L.MAX_ELEMENTS:
         raise _reject("too_many_elements", f"{len(slot_of_z)} elements")
     if min(slot_of_z) < 1 or max(slot_of_z) > MAX_PROPERTY_Z:
-        names = sorted({str(e) for e, zz in zip(elements, z) if zz < 1 or zz > MAX_PROPERTY_Z})
+        names = sorted({str(e) for e, zz in zip(elements, z, strict=False) if zz < 1 or zz > MAX_PROPERTY_Z})
         raise _reject("unsupported_element", ", ".join(names))
     matrix = np.array(structure.lattice.matrix, dtype=np.float64)
     # a non-finite entry makes the determinant non-finite (NaN compares False): one test for both
@@ -258,7 +259,7 @@ def check_structure(structure) -> str | None:
 
 # ---------------------------------------------------------------------------------------------
 # reciprocal points
-@lru_cache(maxsize=None)
+@cache
 def _hkl_table(max_l1: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """All integer triples with 0 < |h|+|k|+|l| <= max_l1 in the reference order.
 
@@ -507,7 +508,7 @@ def to_structure(ftcp: np.ndarray, threshold: float = 0.5):
     elements = L.region(x, L.ELEMENT_MATRIX)                    # (103, 4)
     present_slots = elements.max(0) >= threshold
     slot_symbols = [ELEMENT_SYMBOLS[int(i)] if ok else None
-                    for i, ok in zip(elements.argmax(0), present_slots)]
+                    for i, ok in zip(elements.argmax(0), present_slots, strict=False)]
     occ = L.region(x, L.SITE_OCCUPANCY)                         # (100, 4)
     sites = np.nonzero(occ.max(1) >= threshold)[0]
     if len(sites) == 0:

@@ -26,7 +26,6 @@ import shutil
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
-from datetime import datetime, timezone
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -41,10 +40,13 @@ from huggingface_hub.errors import (
 )
 from huggingface_hub.file_download import http_get
 from huggingface_hub.utils import build_hf_headers, filter_repo_objects, get_token, validate_repo_id
-from tqdm.auto import tqdm
 
 from .errors import UserError
-from .io_utils import add_data_argument, resolve_data_root
+from .io_utils import add_data_argument, atomic_write_json, resolve_data_root, utc_now
+from .layout import BLOCKS
+from .logs import progress_bar
+from .splits import GROUP_DIR, RANDOM_DIR, RANDOM_TEST_PERCENTS, random_split_dirname
+from .ssl.data import FEATURES_INFO, NORMALIZER_FILE, SPLIT_FILE
 
 log = logging.getLogger(__name__)
 
@@ -53,13 +55,7 @@ MANIFEST_NAME = "download_manifest.json"
 PARTIAL_DIR = ".download"  # under the data root: partial files kept between runs
 
 # Upstream folder of each split (the 10/20/30/40 % test random splits and the formula-group split).
-SPLIT_DIRS = {
-    "10": "Splitted_Data/Split_10Test_90Train",
-    "20": "Splitted_Data/Split_20Test_80Train",
-    "30": "Splitted_Data/Split_30Test_70Train",
-    "40": "Splitted_Data/Split_40Test_60Train",
-    "group": "Group_Splitting",
-}
+SPLIT_DIRS = {**{str(p): f"{RANDOM_DIR}/{random_split_dirname(p)}" for p in RANDOM_TEST_PERCENTS}, "group": GROUP_DIR}
 PARTS = ("Train", "Test")
 # File name suffixes per kind; a file is <split dir>/<Part>/<Part>_<suffix>.
 KIND_FILES = {
@@ -82,10 +78,6 @@ MODEL_CARD = "README.md"
 
 def checkpoint_repo_files() -> list[str]:
     """Every path a checkpoint repository may hold, relative to its root (= the SSL directory)."""
-    from .embedding import FEATURES_INFO          # lazy: ftcp.ssl pulls in torch
-    from .layout import BLOCKS
-    from .ssl.data import NORMALIZER_FILE, SPLIT_FILE
-
     return [NORMALIZER_FILE, SPLIT_FILE, FEATURES_INFO, MODEL_CARD,
             *(f"{block.dirname}/{name}" for block in BLOCKS for name in CHECKPOINT_BLOCK_FILES)]
 
@@ -132,10 +124,6 @@ def _endpoint(endpoint: str | None) -> str:
 def _origin(url: str) -> tuple[str, str, int | None]:
     parts = urlsplit(url)
     return parts.scheme, (parts.hostname or "").lower(), parts.port
-
-
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
 def _hash_file(path: Path, git: bool = False) -> tuple[str, str | None]:
@@ -245,12 +233,6 @@ def _repo_info(api: HfApi, repo_id: str, repo_type: str, revision: str | None, e
         raise HubError(f"The hub at {endpoint} answered {exc.response.status_code} for {repo_id}: {exc}") from exc
 
 
-def _write_json_atomic(path: Path, payload: dict) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, path)
-
-
 # --------------------------------------------------------------------------- dataset download
 def _choose(values, allowed, what: str, prefix: str = "") -> list[str]:
     """Validate a list (or comma-separated string) of names against ``allowed``; dedupe, keep order."""
@@ -341,43 +323,27 @@ def download_dataset(
     splits, kinds = _normalize_splits(splits), _normalize_kinds(kinds)
     if max_workers < 1 or retries < 0:
         raise ValueError("max_workers must be >= 1 and retries >= 0")
+    # 1. what the hub holds at one commit, and which of the wanted files are there
     api = HfApi(endpoint=endpoint, token=token)
     info = _repo_info(api, repo_id, "dataset", revision, endpoint, retries, backoff_s, timeout_s,
                       "the dataset download", OFFLINE_DATASET_HINT)
     commit = info.sha
     siblings = {s.rfilename: s for s in (info.siblings or [])}
-
-    wanted = expected_files(splits, kinds)
-    found, missing = _match_files(wanted, siblings)
+    found, missing = _match_files(expected_files(splits, kinds), siblings)
     if missing and (strict or not found):
         raise NothingMatchedError(_missing_message(missing, siblings, repo_id, commit))
     if missing:
         log.warning(_missing_message(missing, siblings, repo_id, commit))
-
+    # 2. the manifest, with the files already on disk and verified
     root.mkdir(parents=True, exist_ok=True)
     manifest_path = root / MANIFEST_NAME
-    previous = {}
-    if manifest_path.exists():
-        try:
-            old = json.loads(manifest_path.read_text())
-            if old.get("repo_id") == repo_id:  # keep entries of files still on disk (other splits/kinds)
-                previous = {rel: e for rel, e in old.get("files", {}).items() if (root / rel).is_file()}
-        except (OSError, ValueError):
-            log.warning("ignoring unreadable %s", manifest_path)
-
+    previous = _previous_entries(manifest_path, repo_id, root)
     manifest = {
         "repo_id": repo_id, "repo_type": "dataset", "endpoint": endpoint, "revision": revision or "main",
-        "commit": commit, "splits": splits, "kinds": kinds, "started": _now(),
+        "commit": commit, "splits": splits, "kinds": kinds, "started": utc_now(),
         "huggingface_hub": huggingface_hub.__version__, "missing": missing, "complete": False,
         "files": dict(previous),
     }
-    lock = threading.Lock()
-
-    def record(rel: str, entry: dict) -> None:
-        with lock:
-            manifest["files"][rel] = entry
-            _write_json_atomic(manifest_path, manifest)
-
     todo = []
     for rel, repo_path in sorted(found.items()):
         entry = _verified_entry(root / rel, siblings[repo_path], previous.get(rel), repo_path, commit)
@@ -387,29 +353,16 @@ def download_dataset(
             todo.append(rel)
     _check_free_space(root, [(rel, siblings[found[rel]]) for rel in todo])
     log.info("%d file(s) already present and verified, %d to download", len(found) - len(todo), len(todo))
-    _write_json_atomic(manifest_path, manifest)
-
-    failures: dict[str, BaseException] = {}
-    with ThreadPoolExecutor(max_workers=max_workers) as pool, \
-            tqdm(total=len(todo), desc="dataset files", unit="file", disable=not todo) as bar:
-        futures = {
-            pool.submit(_download_one, root, rel, found[rel], siblings[found[rel]], repo_id, commit, endpoint,
-                        token, retries, backoff_s, timeout_s): rel
-            for rel in todo
-        }
-        for fut in as_completed(futures):
-            rel = futures[fut]
-            try:
-                record(rel, fut.result())
-            except Exception as exc:  # noqa: BLE001 - collected and re-raised below
-                failures[rel] = exc
-                log.error("%s: %s", rel, exc)
-            bar.update(1)
-
-    manifest["finished"] = _now()
+    atomic_write_json(manifest_path, manifest)
+    # 3. the rest, in parallel, each recorded in the manifest as soon as it is verified
+    jobs = {rel: (root, rel, found[rel], siblings[found[rel]], repo_id, commit, endpoint, token, retries, backoff_s,
+                  timeout_s) for rel in todo}
+    failures = _download_all(jobs, manifest, manifest_path, max_workers)
+    # 4. the outcome
+    manifest["finished"] = utc_now()
     manifest["failed"] = {rel: f"{type(e).__name__}: {e}" for rel, e in sorted(failures.items())}
     manifest["complete"] = not failures and not missing
-    _write_json_atomic(manifest_path, manifest)
+    atomic_write_json(manifest_path, manifest)
     if failures:
         details = "\n".join(f"  - {rel}: {type(e).__name__}: {e}" for rel, e in sorted(failures.items()))
         raise DownloadError(
@@ -418,6 +371,42 @@ def download_dataset(
             "verified files are not fetched again.", failures)
     log.info("dataset %s@%s: %d file(s) in %s", repo_id, commit[:12], len(found), root)
     return manifest
+
+
+def _previous_entries(manifest_path: Path, repo_id: str, root: Path) -> dict:
+    """The entries of an earlier manifest of the same repository whose files are still on disk."""
+    if not manifest_path.exists():
+        return {}
+    try:
+        old = json.loads(manifest_path.read_text())
+    except (OSError, ValueError):
+        log.warning("ignoring unreadable %s", manifest_path)
+        return {}
+    if old.get("repo_id") != repo_id:
+        return {}
+    return {rel: e for rel, e in old.get("files", {}).items() if (root / rel).is_file()}
+
+
+def _download_all(jobs: dict, manifest: dict, manifest_path: Path, max_workers: int) -> dict[str, BaseException]:
+    """``_download_one(*args)`` for every ``{rel: args}`` in a thread pool; each verified file goes into the
+    manifest (written after every file); returns the failures."""
+    lock = threading.Lock()
+    failures: dict[str, BaseException] = {}
+    with ThreadPoolExecutor(max_workers=max_workers) as pool, \
+            progress_bar(None, bool(jobs), total=len(jobs), desc="dataset files", unit="file") as bar:
+        futures = {pool.submit(_download_one, *args): rel for rel, args in jobs.items()}
+        for fut in as_completed(futures):
+            rel = futures[fut]
+            try:
+                entry = fut.result()
+                with lock:
+                    manifest["files"][rel] = entry
+                    atomic_write_json(manifest_path, manifest)
+            except Exception as exc:  # noqa: BLE001 - collected and re-raised by the caller
+                failures[rel] = exc
+                log.error("%s: %s", rel, exc)
+            bar.update(1)
+    return failures
 
 
 def _entry(rel_repo_path: str, sibling, sha256: str, path: Path, commit: str) -> dict:
@@ -655,15 +644,16 @@ def register_cli(subparsers) -> None:
         description="Download the upstream dataset (upstream layout) into the data root, resuming and verifying "
                     "checksums. Offline? Use --endpoint/HF_ENDPOINT for a mirror, or build from CIFs.")
     add_data_argument(p)
-    p.add_argument("--repo-id", default=DEFAULT_REPO_ID, help=f"dataset repository (default: {DEFAULT_REPO_ID})")
-    p.add_argument("--splits", type=_splits_arg, default=list(ALL_SPLITS),
+    p.add_argument("--repo-id", metavar="USER/REPO", default=DEFAULT_REPO_ID,
+                   help=f"dataset repository (default: {DEFAULT_REPO_ID})")
+    p.add_argument("--splits", metavar="SPLIT", type=_splits_arg, default=list(ALL_SPLITS),
                    help=f"comma-separated splits (default: {','.join(ALL_SPLITS)})")
-    p.add_argument("--kinds", type=_kinds_arg, default=list(ALL_KINDS),
+    p.add_argument("--kinds", metavar="KIND", type=_kinds_arg, default=list(ALL_KINDS),
                    help=f"comma-separated kinds (default: {','.join(ALL_KINDS)})")
-    p.add_argument("--revision", help="branch, tag or commit (default: main)")
-    p.add_argument("--endpoint", help="hub URL (default: $HF_ENDPOINT or https://huggingface.co)")
-    p.add_argument("--max-workers", type=_positive, default=4, help="parallel file downloads (default: 4)")
-    p.add_argument("--retries", type=_non_negative, default=3, help="retries per file on transient errors")
+    p.add_argument("--revision", metavar="REV", help="branch, tag or commit (default: main)")
+    p.add_argument("--endpoint", metavar="URL", help="hub URL (default: $HF_ENDPOINT or https://huggingface.co)")
+    p.add_argument("--max-workers", metavar="N", type=_positive, default=4, help="parallel file downloads (default: 4)")
+    p.add_argument("--retries", metavar="N", type=_non_negative, default=3, help="retries per file on transient errors")
     p.add_argument("--allow-missing", action="store_true",
                    help="download what exists when some requested files are not on the hub")
     p.set_defaults(func=_cmd_download)
@@ -672,21 +662,23 @@ def register_cli(subparsers) -> None:
         "publish", help="publish trained encoder checkpoints to a Hugging Face model repository",
         description="Upload <checkpoint dir> (default <data>/SSL: configs, metrics, normalizer.json, best.pt; "
                     "not embeddings, features or last.pt). The write token is read from HF_TOKEN.")
-    p.add_argument("--repo-id", required=True, help="model repository, e.g. user/crys-rep-enrich-ssl")
-    p.add_argument("--checkpoint-dir", help="directory to upload (default: <data>/SSL)")
+    p.add_argument("--repo-id", metavar="USER/REPO", required=True,
+                   help="model repository, e.g. user/crys-rep-enrich-ssl")
+    p.add_argument("--checkpoint-dir", metavar="DIR", help="directory to upload (default: <data>/SSL)")
     add_data_argument(p)
-    p.add_argument("--endpoint", help="hub URL (default: $HF_ENDPOINT or https://huggingface.co)")
+    p.add_argument("--endpoint", metavar="URL", help="hub URL (default: $HF_ENDPOINT or https://huggingface.co)")
     p.add_argument("--private", action="store_true", help="create the repository as private")
-    p.add_argument("--message", default="Upload SSL encoder checkpoints", help="commit message")
+    p.add_argument("--message", metavar="TEXT", default="Upload SSL encoder checkpoints", help="commit message")
     p.set_defaults(func=_cmd_publish)
 
     p = subparsers.add_parser(
         "fetch", help="fetch published encoder checkpoints by repository name",
         description="Download and verify the configs and best.pt checkpoints of a model repository.")
-    p.add_argument("--repo-id", required=True, help="model repository (or a local checkpoint directory)")
-    p.add_argument("--revision", help="branch, tag or commit (default: main)")
-    p.add_argument("--endpoint", help="hub URL (default: $HF_ENDPOINT or https://huggingface.co)")
-    p.add_argument("--out", help="put the files in this directory (default: the Hugging Face cache)")
+    p.add_argument("--repo-id", metavar="USER/REPO", required=True,
+                   help="model repository (or a local checkpoint directory)")
+    p.add_argument("--revision", metavar="REV", help="branch, tag or commit (default: main)")
+    p.add_argument("--endpoint", metavar="URL", help="hub URL (default: $HF_ENDPOINT or https://huggingface.co)")
+    p.add_argument("--out", metavar="DIR", help="put the files in this directory (default: the Hugging Face cache)")
     p.set_defaults(func=_cmd_fetch)
 
 

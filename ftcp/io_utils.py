@@ -4,11 +4,13 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import math
 import os
 import pickle
 import tempfile
+from collections.abc import Iterable
+from datetime import datetime, timezone
 from pathlib import Path
-from typing import Iterable
 
 import numpy as np
 
@@ -44,6 +46,12 @@ def add_data_argument(parser: argparse.ArgumentParser, top_level: bool = False) 
     parser.add_argument(
         "--data", metavar="DIR", default=None if top_level else argparse.SUPPRESS,
         help=f"data root (default: ${DATA_ENV} if set, else '{DEFAULT_DATA_ROOT}')")
+
+
+def add_device_argument(parser: argparse.ArgumentParser) -> None:
+    """``--device DEVICE`` (default auto), as ``ftcp.runtime.resolve_device`` reads it."""
+    parser.add_argument("--device", metavar="DEVICE", default="auto",
+                        help="auto (CUDA when torch sees a GPU, else CPU) | cpu | cuda | cuda:N (default auto)")
 
 
 def sha256_file(path: str | os.PathLike, block: int = 1 << 22) -> str:
@@ -101,6 +109,52 @@ def atomic_write_json(path: str | os.PathLike, obj) -> None:
     atomic_write_text(path, json_dumps(obj))
 
 
+def _atomic_numpy_write(path: str | os.PathLike, write, suffix: str) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp{suffix}")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
+
+
+def atomic_save_npy(path: str | os.PathLike, array) -> Path:
+    """``np.save`` (no pickles) through a temporary file + rename in the same folder: never a half-written file."""
+    return _atomic_numpy_write(path, lambda tmp: np.save(tmp, array, allow_pickle=False), ".npy")
+
+
+def atomic_save_npz(path: str | os.PathLike, compressed: bool = False, **arrays) -> Path:
+    """``np.savez`` (or ``savez_compressed``) of ``arrays`` through a temporary file + rename."""
+    save = np.savez_compressed if compressed else np.savez
+    return _atomic_numpy_write(path, lambda tmp: save(tmp, **arrays), ".npz")
+
+
+def to_jsonable(obj):
+    """NumPy and paths -> plain Python for strict JSON: numpy scalars and arrays -> numbers and lists, non-finite
+    floats -> None, tuples -> lists, dict keys -> str, paths and any other object -> str.  The one converter of
+    every JSON record."""
+    if isinstance(obj, dict):
+        return {str(k): to_jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [to_jsonable(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return to_jsonable(obj.tolist())
+    if isinstance(obj, (bool, np.bool_)):
+        return bool(obj)
+    if isinstance(obj, (np.floating, float)):
+        v = float(obj)
+        return v if math.isfinite(v) else None
+    if isinstance(obj, np.integer):
+        return int(obj)
+    if obj is None or isinstance(obj, (str, int)):
+        return obj
+    return os.fspath(obj) if isinstance(obj, os.PathLike) else str(obj)
+
+
 def read_json(path: str | os.PathLike):
     with open(path, encoding="utf-8") as fh:
         return json.load(fh)
@@ -149,10 +203,20 @@ def as_id_array(ids, what: str = "material IDs") -> np.ndarray:
     return np.array(out, dtype=str) if out else np.zeros(0, dtype="<U1")
 
 
+def parse_key_value(item: str, option: str = "the option") -> tuple[str, object]:
+    """``KEY=VALUE`` -> ``(KEY, VALUE)``; VALUE is read as JSON when it parses (``3``, ``[8, 16]``, ``true``), else
+    kept as a string.  The one parser of ``--model KEY=VALUE``, ``--set N:KEY=VALUE`` and ``--ssl-set``."""
+    key, sep, text = str(item).partition("=")
+    if not sep or not key.strip():
+        raise UserError(f"{option} expects KEY=VALUE, got {item!r}")
+    try:
+        return key.strip(), json.loads(text)
+    except json.JSONDecodeError:
+        return key.strip(), text
+
+
 def utc_now() -> str:
     """The current time as ISO 8601 UTC (``2026-12-01T03:04:05Z``): the one timestamp format of every record."""
-    from datetime import datetime, timezone
-
     return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 

@@ -137,7 +137,7 @@ def block(key: int | str) -> Block:
         raise KeyError(f"unknown FTCP block {key!r}; known: {[b.name for b in BLOCKS]}") from None
 
 
-def flat_index(rows: slice | int, cols: slice) -> "list[int]":
+def flat_index(rows: slice | int, cols: slice) -> list[int]:
     """Indices into the flattened 25,200-vector covered by a (rows, cols) region."""
     if isinstance(rows, int):
         rows = slice(rows, rows + 1)

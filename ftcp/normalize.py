@@ -21,7 +21,7 @@ class RowMinMaxScaler:
         self.row_max = None if row_max is None else np.asarray(row_max, dtype=np.float64)
 
     # -- fitting ---------------------------------------------------------------------------
-    def fit(self, ftcp, rows=None, chunk_size: int = 4096) -> "RowMinMaxScaler":
+    def fit(self, ftcp, rows=None, chunk_size: int = 4096) -> RowMinMaxScaler:
         """Fit on ``ftcp`` (N, 400, 63), optionally only on the sample indices ``rows``."""
         idx = np.arange(len(ftcp)) if rows is None else np.sort(np.asarray(rows))
         if len(idx) == 0:
@@ -69,7 +69,7 @@ class RowMinMaxScaler:
         return path
 
     @classmethod
-    def load(cls, path) -> "RowMinMaxScaler":
+    def load(cls, path) -> RowMinMaxScaler:
         data = json.loads(Path(path).read_text())
         if data.get("kind") != "RowMinMaxScaler" or data.get("layout") != L.LAYOUT_VERSION:
             raise ValueError(f"{path} is not a RowMinMaxScaler for layout {L.LAYOUT_VERSION}")

@@ -27,34 +27,55 @@ argument reruns that stage and every stage after it.  Several stages also resume
 store build by chunks, SSL blocks from ``last.pt``).  Per-stage wall times of the latest run go to
 ``pipeline_timing.json``.
 
-The stages call the library directly (``ftcp.store``, ``ftcp.splits``, ``ftcp.ssl.*``,
-``ftcp.evaluation.report``), except the three evaluation scenarios: they are scripts in a
-checkout (``Evaluation_Scenarios/Scenario*/run_scenario*.py``), not part of the package, and set
-process-wide state (single-threaded BLAS and torch in ``--quick`` mode).  They run as child
-processes of the same interpreter (``sys.executable``), their output is copied to
-``<out>/logs/``.  The six SSL block encoders are likewise files of the checkout
-(``SSL_Training/Block*/encoder.py``).  An installed package without a checkout therefore
-cannot run ``demo``/``reproduce``; both say so before doing any work.
+Every stage runs in this process and calls the library directly (``ftcp.store``, ``ftcp.splitting``,
+``ftcp.ssl.*``, ``ftcp.evaluation.report``); the three evaluation scenarios are the ``main(argv)`` of the
+installed ``Evaluation_Scenarios`` package (``ftcp.evaluation.cli.run_scenario``), and the six SSL block
+encoders the installed ``SSL_Training`` package, so both commands work after ``pip install`` outside a checkout.
+A scenario's messages also go to ``<out>/logs/scenario<N>.log``.  Progress goes through ``logging``.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
+import io
 import json
+import logging
 import math
-import os
+import shlex
 import shutil
-import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable
 
+from . import layout as L
 from .errors import UserError, traceback_wanted
-from .io_utils import atomic_write_json, read_json, sha256_file
+from .evaluation.cli import run_scenario
+from .evaluation.report import make_report
+from .evaluation.results import DEFAULT_REPORT_DIR
+from .io_utils import (
+    add_data_argument,
+    atomic_write_json,
+    read_json,
+    resolve_data_root,
+    sha256_file,
+    to_jsonable,
+    utc_now,
+)
+from .logs import LOGGERS, progress_bars_off
+from .splits import split_dir
+from .ssl import data as D
+from .ssl.pretext_table import write_table
+from .ssl.train_all import add_arguments as add_train_all_arguments
+from .ssl.train_all import ensure_prepared, run_all
+from .store import MANIFEST, build_store, format_counts, label_argument
+
+log = logging.getLogger(__name__)
+# The stage bodies import the dataset view, the converters, the splitter and the demo generator (pandas, pymatgen)
+# when they run: this module is imported whenever the ftcp parser is built, which must stay fast.
 
 STATE_FILE = "pipeline_state.json"
 TIMING_FILE = "pipeline_timing.json"
@@ -63,13 +84,6 @@ STATE_VERSION = 1
 DEFAULT_DEMO_OUT = "demo_output"
 DEFAULT_DEMO_N = 1000
 DEFAULT_SEED = 42
-REPO_ROOT = Path(__file__).resolve().parents[1]
-SCENARIO_SCRIPTS = {
-    1: Path("Evaluation_Scenarios") / "Scenario1_Linear_Regression" / "run_scenario1.py",
-    2: Path("Evaluation_Scenarios") / "Scenario2_Hybrid_Enrichment" / "run_scenario2.py",
-    3: Path("Evaluation_Scenarios") / "Scenario3_Sample_Efficiency" / "run_scenario3.py",
-}
-SSL_TRAINING = Path("SSL_Training")
 #: Scenario 3 labels 1, 5 and 10 % of all materials (the paper's fractions).  With a small store
 #: those are a handful of rows; the smallest subsample must hold at least this many rows, else
 #: the fractions are scaled up (and the change is recorded and printed).
@@ -102,7 +116,6 @@ class Stage:
     run: Callable
     key: Callable = lambda ctx: {}
     outputs: Callable = lambda ctx, rec: []
-    needs_checkout: bool = False
 
 
 @dataclass
@@ -123,7 +136,6 @@ class Context:
     source: dict = field(default_factory=dict)
     scenario_args: dict = field(default_factory=dict)   # {scenario number: extra script arguments}
     command: str = ""
-    log: Callable = print
     state: dict = field(default_factory=dict)
 
     @property
@@ -138,13 +150,9 @@ class Context:
         return self.state.get("stages", {}).get(name)
 
 
-def _now() -> str:
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
 def _canonical(obj):
     """JSON round trip (tuples -> lists, paths -> str) so stored and fresh keys compare equal."""
-    return json.loads(json.dumps(obj, sort_keys=True, default=str))
+    return to_jsonable(obj)
 
 
 def load_state(out: Path) -> dict:
@@ -188,29 +196,71 @@ def stale_reason(stage: Stage, ctx: Context, key: dict) -> str | None:
     return None
 
 
+def _last_stage(stages: list[Stage], selected: list[str] | None) -> int:
+    """Index of the last stage to consider: the last selected one, or the last of all."""
+    if selected is None:
+        return len(stages) - 1
+    names = [s.name for s in stages]
+    unknown = [s for s in selected if s not in names]
+    if unknown:
+        raise PipelineError(f"unknown stage(s) {unknown}; stages of this run: {' '.join(names)}")
+    return max(names.index(s) for s in selected)
+
+
+def _start_state(ctx: Context, selected: list[str] | None) -> None:
+    """The state to run from: a fresh one for ``--restart`` alone (with ``--stages`` it reruns just those)."""
+    ctx.out.mkdir(parents=True, exist_ok=True)
+    fresh = ctx.restart and selected is None
+    ctx.state = {"format": STATE_FORMAT, "version": STATE_VERSION, "stages": {}} if fresh else load_state(ctx.out)
+    ctx.state.setdefault("stages", {})
+    ctx.state.update(command=ctx.command, synthetic=ctx.synthetic, data=str(ctx.data))
+
+
+def _skipped(ctx: Context, stage: Stage, timing: dict) -> str:
+    """Record a finished stage as skipped in this run's timing; its run token."""
+    rec = ctx.record(stage.name)
+    timing["stages"][stage.name] = {"status": "skipped", "seconds": 0.0, "seconds_when_run": rec["seconds"]}
+    return rec["token"]
+
+
+def _run_one(ctx: Context, stage: Stage, key: dict, timing: dict) -> str:
+    """Run one stage, recording it as running, then done (or interrupted / failed); its new run token."""
+    old = ctx.record(stage.name)
+    if old is not None:        # keep one level: what ran before (its status, key and facts)
+        old = {k: old[k] for k in ("status", "key", "info", "error") if k in old}
+    ctx.state["stages"][stage.name] = {"status": "running", "key": key, "started": utc_now(), "previous": old}
+    _save_state(ctx)
+    t = time.perf_counter()
+    try:
+        info = stage.run(ctx) or {}
+    except KeyboardInterrupt:
+        ctx.state["stages"][stage.name] = {"status": "interrupted", "key": key, "previous": old,
+                                           "seconds": time.perf_counter() - t}
+        _save_state(ctx)
+        raise
+    except Exception as exc:  # noqa: BLE001 - recorded, then re-raised as one line
+        if traceback_wanted():
+            raise
+        _fail(ctx, stage, key, old, t, _one_line(exc))
+    seconds = time.perf_counter() - t
+    token = uuid.uuid4().hex
+    ctx.state["stages"][stage.name] = {"status": "done", "key": key, "token": token, "finished": utc_now(),
+                                       "seconds": round(seconds, 3), "info": _canonical(info)}
+    _save_state(ctx)
+    timing["stages"][stage.name] = {"status": "ran", "seconds": round(seconds, 3)}
+    log.info("    %s finished in %.1f s", stage.name, seconds)
+    return token
+
+
 def run_stages(stages: list[Stage], ctx: Context, selected: list[str] | None = None) -> dict:
     """Run ``stages`` in order, skipping finished ones; returns the timing record.
 
     ``selected``: run only these stages (the stages before the last selected one must be
     finished already; the ones after it are left alone).  Raises ``PipelineError``.
     """
-    names = [s.name for s in stages]
-    if selected is not None:
-        unknown = [s for s in selected if s not in names]
-        if unknown:
-            raise PipelineError(f"unknown stage(s) {unknown}; stages of this run: {' '.join(names)}")
-        last = max(names.index(s) for s in selected)
-    else:
-        last = len(stages) - 1
-    if any(s.needs_checkout for s in stages[:last + 1] if selected is None or s.name in selected):
-        require_checkout()
-    ctx.out.mkdir(parents=True, exist_ok=True)
-    # --restart alone starts over; with --stages it reruns just the selected stages
-    fresh_state = ctx.restart and selected is None
-    ctx.state = {"format": STATE_FORMAT, "version": STATE_VERSION, "stages": {}} if fresh_state else load_state(ctx.out)
-    ctx.state.setdefault("stages", {})
-    ctx.state.update(command=ctx.command, synthetic=ctx.synthetic, data=str(ctx.data))
-    timing = {"command": ctx.command, "started": _now(), "stages": {}, "synthetic": ctx.synthetic}
+    last = _last_stage(stages, selected)
+    _start_state(ctx, selected)
+    timing = {"command": ctx.command, "started": utc_now(), "stages": {}, "synthetic": ctx.synthetic}
     t_all = time.perf_counter()
     previous = None           # run token of the stage before: a rerun upstream invalidates everything after it
     try:
@@ -223,51 +273,17 @@ def run_stages(stages: list[Stage], ctx: Context, selected: list[str] | None = N
                 if why is not None:
                     raise PipelineError(f"stage '{stage.name}' must be finished before {selected} can run, but it is "
                                         f"not ({why}); add it to --stages or leave --stages out")
-                rec = ctx.record(stage.name)
-                timing["stages"][stage.name] = {"status": "skipped", "seconds": 0.0,
-                                                "seconds_when_run": rec["seconds"]}
-                previous = rec["token"]
-                continue
-            if why is None:
-                rec = ctx.record(stage.name)
-                ctx.log(f"[{i + 1}/{last + 1}] {stage.name}: done earlier ({rec['seconds']:.1f} s), skipped")
-                timing["stages"][stage.name] = {"status": "skipped", "seconds": 0.0,
-                                                "seconds_when_run": rec["seconds"]}
-                previous = rec["token"]
-                continue
-            ctx.log(f"[{i + 1}/{last + 1}] {stage.name}: {stage.title} ({why})")
-            old = ctx.record(stage.name)
-            if old is not None:        # keep one level: what ran before (its status, key and facts)
-                old = {k: old[k] for k in ("status", "key", "info", "error") if k in old}
-            ctx.state["stages"][stage.name] = {"status": "running", "key": key, "started": _now(),
-                                               "previous": old}
-            _save_state(ctx)
-            t = time.perf_counter()
-            try:
-                info = stage.run(ctx) or {}
-            except KeyboardInterrupt:
-                ctx.state["stages"][stage.name] = {"status": "interrupted", "key": key, "previous": old,
-                                                   "seconds": time.perf_counter() - t}
-                _save_state(ctx)
-                raise
-            except SystemExit as exc:      # a library helper that exits with a message
-                msg = str(exc.code) if not isinstance(exc.code, int) else f"exit status {exc.code}"
-                _fail(ctx, stage, key, old, t, msg)
-            except Exception as exc:  # noqa: BLE001 - recorded, then re-raised as one line
-                if traceback_wanted():
-                    raise
-                _fail(ctx, stage, key, old, t, _one_line(exc))
-            seconds = time.perf_counter() - t
-            ctx.state["stages"][stage.name] = {"status": "done", "key": key, "token": uuid.uuid4().hex,
-                                               "finished": _now(), "seconds": round(seconds, 3),
-                                               "info": _canonical(info)}
-            _save_state(ctx)
-            timing["stages"][stage.name] = {"status": "ran", "seconds": round(seconds, 3)}
-            ctx.log(f"    {stage.name} finished in {seconds:.1f} s")
-            previous = ctx.state["stages"][stage.name]["token"]
+                previous = _skipped(ctx, stage, timing)
+            elif why is None:
+                log.info("[%d/%d] %s: done earlier (%.1f s), skipped", i + 1, last + 1, stage.name,
+                         ctx.record(stage.name)["seconds"])
+                previous = _skipped(ctx, stage, timing)
+            else:
+                log.info("[%d/%d] %s: %s (%s)", i + 1, last + 1, stage.name, stage.title, why)
+                previous = _run_one(ctx, stage, key, timing)
     finally:
         timing["total_seconds"] = round(time.perf_counter() - t_all, 3)
-        timing["finished"] = _now()
+        timing["finished"] = utc_now()
         atomic_write_json(ctx.out / TIMING_FILE, _canonical(timing))
     return timing
 
@@ -275,30 +291,9 @@ def run_stages(stages: list[Stage], ctx: Context, selected: list[str] | None = N
 def _fail(ctx, stage, key, old, t, message: str):
     seconds = time.perf_counter() - t
     ctx.state["stages"][stage.name] = {"status": "failed", "key": key, "error": message, "previous": old,
-                                       "seconds": round(seconds, 3), "finished": _now()}
+                                       "seconds": round(seconds, 3), "finished": utc_now()}
     _save_state(ctx)
     raise PipelineError(f"stage '{stage.name}' failed after {seconds:.1f} s: {message}")
-
-
-# ---------------------------------------------------------------------------------------------
-# checkout-only parts
-def checkout_problems(root: Path | None = None) -> list[str]:
-    """What of the checkout is missing: scenario scripts and SSL block encoders."""
-    root = Path(root) if root is not None else REPO_ROOT
-    missing = [str(p) for p in SCENARIO_SCRIPTS.values() if not (root / p).is_file()]
-    if not any((root / SSL_TRAINING).glob("Block*_*/encoder.py")):
-        missing.append(str(SSL_TRAINING / "Block*_*/encoder.py"))
-    return missing
-
-
-def require_checkout(root: Path | None = None) -> None:
-    root = Path(root) if root is not None else REPO_ROOT
-    missing = checkout_problems(root)
-    if missing:
-        raise PipelineError(
-            f"this needs a checkout of the repository: {', '.join(missing)} not found under {root} (the scenario "
-            "scripts and SSL block encoders are files of the repository, not of the installed package). Clone the "
-            "repository, install it with `pip install -e .` and run the command from the checkout")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -355,7 +350,7 @@ def _demo_csv(ctx: Context) -> Path:
 
 
 def _stage_demo_data(ctx: Context) -> dict:
-    from .demo_data import sidecar_path, write_demo_csv
+    from .demo_data import sidecar_path, write_demo_csv  # pymatgen, pandas
 
     path, side = write_demo_csv(_demo_csv(ctx), n=ctx.source["n"], seed=ctx.seed, progress=ctx.progress)
     return {"csv": str(path), "sidecar": str(side), "n": ctx.source["n"], "sha256": sha256_file(path),
@@ -377,8 +372,6 @@ def _build_key(ctx: Context) -> dict:
 
 
 def _stage_build(ctx: Context) -> dict:
-    from .store import MANIFEST, build_store, format_counts
-
     source = _build_source(ctx)
     ours = ctx.record("build") or {}
     manifest_path = ctx.data / MANIFEST
@@ -388,7 +381,7 @@ def _stage_build(ctx: Context) -> dict:
         same = (existing.get("source", {}).get("sha256") == (sha256_file(source) if source.is_file() else None)
                 and existing.get("phase") == ctx.source.get("phase", "linear"))
         if same:
-            ctx.log(f"    {ctx.data} already holds a store of this source: used as it is")
+            log.info(f"    {ctx.data} already holds a store of this source: used as it is")
             return {"adopted": True, "counts": existing.get("counts")}
         raise FileExistsError(f"{ctx.data} already holds a store of another source "
                               f"({existing.get('source', {}).get('path')}); choose another --data, or pass "
@@ -399,10 +392,10 @@ def _stage_build(ctx: Context) -> dict:
                            require_labels=ctx.source.get("require_labels", "all"),
                            phase=ctx.source.get("phase", "linear"), overwrite=True, restart=restart,
                            progress=ctx.progress)
-    ctx.log("    " + format_counts(manifest).replace("\n", "\n    "))
+    log.info("    " + format_counts(manifest).replace("\n", "\n    "))
     if manifest["counts"]["accepted"] < 20:
-        raise ValueError(f"only {manifest['counts']['accepted']} crystals were accepted (see {ctx.data / 'rejects.csv'}); "
-                         "the pipeline needs at least 20")
+        raise ValueError(f"only {manifest['counts']['accepted']} crystals were accepted (see "
+                         f"{ctx.data / 'rejects.csv'}); the pipeline needs at least 20")
     return {"counts": manifest["counts"], "targets": manifest["targets"], "phase": manifest["phase"],
             "synthetic": bool(manifest.get("synthetic"))}
 
@@ -415,15 +408,13 @@ def _changed_since_done(ctx: Context, name: str) -> bool:
 
 
 def _stage_split(ctx: Context) -> dict:
-    from .splits import make_splits
+    from .splitting import make_splits  # pandas
 
     results = make_splits(ctx.data, seed=ctx.seed, overwrite=True)
     return {name: {"n_train": m["n_train"], "n_test": m["n_test"]} for name, m in results.items()}
 
 
 def _split_outputs(ctx, rec):
-    from .splits import split_dir
-
     return [split_dir(ctx.data, name) / "split.json" for name in (rec.get("info") or {})]
 
 
@@ -432,7 +423,7 @@ def _download_dir(ctx: Context) -> Path:
 
 
 def _stage_download(ctx: Context) -> dict:
-    from . import hub as H
+    from . import hub as H  # the hub client is optional (ftcp.cli lists what it cannot load)
 
     manifest = H.download_dataset(_download_dir(ctx), repo_id=ctx.source.get("repo_id", H.DEFAULT_REPO_ID),
                                   revision=ctx.source.get("revision"), endpoint=ctx.source.get("endpoint"),
@@ -441,7 +432,8 @@ def _stage_download(ctx: Context) -> dict:
 
 
 def _stage_convert(ctx: Context) -> dict:
-    from .dataset import open_dataset, write_native_store
+    from .convert import write_native_store  # pandas
+    from .dataset import open_dataset
 
     manifest = write_native_store(open_dataset(_download_dir(ctx)), ctx.data, overwrite=True,
                                   source=f"hf:{ctx.source.get('repo_id')}", progress=ctx.progress)
@@ -450,10 +442,8 @@ def _stage_convert(ctx: Context) -> dict:
 
 def train_all_args(ctx: Context, extra: list[str]):
     """The ``ftcp.ssl.train_all`` argument namespace for this pipeline (its own parser, so its defaults hold)."""
-    from .ssl.train_all import add_arguments
-
     p = argparse.ArgumentParser(prog="train_all", add_help=False)
-    add_arguments(p)
+    add_train_all_arguments(p, top_level=True)
     argv = ["--data", str(ctx.data), "--out", str(ctx.ssl_dir), "--device", ctx.device, "--seed", str(ctx.seed),
             "--split-seed", str(ctx.seed), "--preset", ctx.preset, "--no-assemble", "--no-table"]
     argv += ["--quick"] if ctx.quick else []
@@ -464,9 +454,7 @@ def train_all_args(ctx: Context, extra: list[str]):
 
 
 def _stage_ssl_prepare(ctx: Context) -> dict:
-    from .ssl import data as D
-    from .ssl import targets as T
-    from .ssl.train_all import ensure_prepared
+    from .ssl import targets as T  # pymatgen
 
     if _changed_since_done(ctx, "ssl-prepare"):
         # the store (or the split seed) changed since these were made: they describe another store
@@ -479,14 +467,10 @@ def _stage_ssl_prepare(ctx: Context) -> dict:
 
 
 def _ssl_block_stage(number: int) -> Stage:
-    from . import layout as L
-
     block = L.block(number)
     dirname = block.dirname
 
     def run(ctx: Context) -> dict:
-        from .ssl.train_all import run_all
-
         rerun = _changed_since_done(ctx, f"ssl-block{number}")
         args = train_all_args(ctx, ["--blocks", str(number)] + (["--restart"] if rerun else []))
         summary = run_all(args)
@@ -500,20 +484,17 @@ def _ssl_block_stage(number: int) -> Stage:
         return {"block": number, "quick": ctx.quick, "preset": ctx.preset, "seed": ctx.seed, "sets": own}
 
     return Stage(f"ssl-block{number}", f"train SSL block {number} ({block.name})", run, key,
-                 lambda ctx, rec: [ctx.ssl_dir / dirname / "embeddings.npz", ctx.ssl_dir / dirname / "best.pt"],
-                 needs_checkout=True)
+                 lambda ctx, rec: [ctx.ssl_dir / dirname / "embeddings.npz", ctx.ssl_dir / dirname / "best.pt"])
 
 
 def _stage_assemble(ctx: Context) -> dict:
-    from .ssl.assemble import assemble
+    from .ssl.assemble import assemble  # torch
 
     info = assemble(ctx.ssl_dir, root=ctx.data)
     return {"n_materials": info["n_materials"], "dims": info["dims"]}
 
 
 def _stage_pretext(ctx: Context) -> dict:
-    from .ssl.pretext_table import write_table
-
     table = write_table(ctx.ssl_dir, ctx.report_dir, command=ctx.command, data_root=ctx.data)
     return table["summary"]
 
@@ -532,48 +513,45 @@ def _scenario_argv(ctx: Context, number: int) -> list[str]:
 
 
 def _s3_fractions(ctx: Context):
-    from .dataset import open_dataset
+    from .dataset import open_dataset  # pandas
 
     ds = open_dataset(ctx.data)
     pool = len(ds.part("random_10", "train")) if "random_10" in ds.split_names() else len(ds.ids)
     return scenario3_fractions(len(ds.ids), pool, ctx.quick)
 
 
-def run_script(ctx: Context, script: Path, argv: list[str], log_name: str) -> list[str]:
-    """Run a checkout script with this interpreter; its output goes to the console and a log file.
+def run_logged(ctx: Context, name: str, main: Callable, argv: list[str]) -> None:
+    """``main(argv)`` in this process; its log messages and printed lines also go to ``<out>/logs/<name>.log``.
 
-    Raises ``PipelineError`` with the script's last error line when it exits non-zero.
+    Raises ``PipelineError`` naming the log file when ``main`` returns a non-zero status.
     """
     ctx.logs.mkdir(parents=True, exist_ok=True)
-    log_path = ctx.logs / f"{log_name}.log"
-    cmd = [sys.executable, str(script), *argv]
-    env = dict(os.environ)
-    env["PYTHONUNBUFFERED"] = "1"
-    if not ctx.progress:
-        env["TQDM_DISABLE"] = "1"
-    tail: list[str] = []
+    log_path = ctx.logs / f"{name}.log"
     with open(log_path, "w", encoding="utf-8") as fh:
-        fh.write("$ " + " ".join(cmd) + "\n")
-        fh.flush()
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, text=True,
-                                cwd=str(REPO_ROOT), bufsize=1)
+        fh.write(f"$ {name} {shlex.join(argv)}\n")
+        handler = logging.StreamHandler(fh)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        loggers = [logging.getLogger(n) for n in LOGGERS]
+        levels = [lg.level for lg in loggers]
+        for lg in loggers:
+            lg.addHandler(handler)
+            if lg.getEffectiveLevel() > logging.INFO:     # the log file gets the INFO messages in any case
+                lg.setLevel(logging.INFO)
+        printed = io.StringIO()
         try:
-            for line in proc.stdout:
-                fh.write(line)
+            with contextlib.redirect_stdout(printed), \
+                    (contextlib.nullcontext() if ctx.progress else progress_bars_off()):
+                rc = main(argv)
+        finally:
+            for lg, level in zip(loggers, levels, strict=True):
+                lg.removeHandler(handler)
+                lg.setLevel(level)
+            fh.write(printed.getvalue())
+            for line in printed.getvalue().splitlines():
                 if line.strip():
-                    tail = (tail + [line.rstrip()])[-30:]
-                    if ctx.progress or not line.startswith("\r"):
-                        ctx.log("    " + line.rstrip().split("\r")[-1])
-            rc = proc.wait()
-        except BaseException:
-            proc.kill()
-            proc.wait()
-            raise
-    if rc != 0:
-        last = next((t for t in reversed(tail) if t.strip() and not t.lstrip().startswith(("File ", "^", "~"))),
-                    f"exit status {rc}")
-        raise PipelineError(f"{script.name} exited with status {rc}: {last.strip()} (full output: {log_path})")
-    return tail
+                    log.info("    %s", line)
+    if isinstance(rc, int) and rc != 0:
+        raise PipelineError(f"{name} exited with status {rc} (full output: {log_path})")
 
 
 def _scenario_stage(number: int) -> Stage:
@@ -589,8 +567,8 @@ def _scenario_stage(number: int) -> Stage:
             info["fractions"] = fractions
             if why:
                 info["fractions_adjusted"] = why
-                ctx.log(f"    scenario 3: {why}")
-        run_script(ctx, REPO_ROOT / SCENARIO_SCRIPTS[number], _scenario_argv(ctx, number), f"scenario{number}")
+                log.info(f"    scenario 3: {why}")
+        run_logged(ctx, f"scenario{number}", lambda argv: run_scenario(number, argv), _scenario_argv(ctx, number))
         files = sorted(str(p) for p in folder.rglob("*.json") if before.get(p) != p.stat().st_mtime_ns)
         if not files:
             raise PipelineError(f"scenario {number} wrote no result under {folder}")
@@ -604,14 +582,12 @@ def _scenario_stage(number: int) -> Stage:
     titles = {1: "linear regression on FTCP vs SSL", 2: "hybrid FTCP + SSL, attribution",
               3: "sample efficiency and residual learning"}
     return Stage(f"scenario{number}", f"scenario {number}: {titles[number]}", run, key,
-                 lambda ctx, rec: (rec.get("info") or {}).get("files", []), needs_checkout=True)
+                 lambda ctx, rec: (rec.get("info") or {}).get("files", []))
 
 
 def _stage_report(ctx: Context) -> dict:
-    from .evaluation.report import make_report
-
     path = make_report(ctx.results, ctx.report_dir)
-    ctx.log(f"    report: {path}")
+    log.info(f"    report: {path}")
     return {"report": str(path), "figures": sorted(p.name for p in ctx.report_dir.glob("*.png"))}
 
 
@@ -666,7 +642,7 @@ def reproduce_stages(kind: str) -> list[Stage]:
 
 
 def _demo_version() -> str:
-    from .demo_data import GENERATOR_VERSION
+    from .demo_data import GENERATOR_VERSION  # pymatgen, pandas
 
     return GENERATOR_VERSION
 
@@ -697,13 +673,13 @@ def expand_stages(names, stages: list[Stage]) -> list[str] | None:
 # entry points
 def run_demo(out=DEFAULT_DEMO_OUT, n_crystals: int = DEFAULT_DEMO_N, seed: int = DEFAULT_SEED, device: str = "auto",
              restart: bool = False, progress: bool = True, ssl_sets=(), stages=None, quick: bool = True,
-             scenario_args: dict | None = None, log=print, command: str | None = None) -> dict:
+             scenario_args: dict | None = None, command: str | None = None) -> dict:
     """The demo end to end in ``out`` (see the module docstring); returns the timing record.
 
     ``ssl_sets``: per-block SSL settings (``N:KEY=VALUE``, as ``train-all --set``);
     ``scenario_args``: {1|2|3: extra arguments of that scenario script} (e.g. smaller runs in tests).
     """
-    from .demo_data import BAND_GAP_LIKE, FORMATION_ENERGY_LIKE, LABELS
+    from .demo_data import BAND_GAP_LIKE, FORMATION_ENERGY_LIKE, LABELS  # pymatgen, pandas
 
     if n_crystals < 60:
         raise PipelineError(f"--n-crystals {n_crystals} is too small: the splits, SSL split and scenarios need at "
@@ -713,7 +689,7 @@ def run_demo(out=DEFAULT_DEMO_OUT, n_crystals: int = DEFAULT_DEMO_N, seed: int =
                   device=device, quick=quick, progress=progress, restart=restart, ssl_sets=list(ssl_sets),
                   targets=[FORMATION_ENERGY_LIKE, BAND_GAP_LIKE], synthetic=True,
                   source={"kind": "demo", "n": int(n_crystals), "labels": {k: k for k in LABELS}},
-                  scenario_args=dict(scenario_args or {}), command=command or "python -m ftcp demo", log=log)
+                  scenario_args=dict(scenario_args or {}), command=command or "python -m ftcp demo")
     all_stages = demo_stages()
     timing = run_stages(all_stages, ctx, expand_stages(stages, all_stages))
     _write_demo_readme(ctx, timing)
@@ -724,14 +700,12 @@ def run_reproduce(source: str, data=None, device: str = "auto", preset: str = "u
                   report_dir=None, results=None, stages=None, seed: int = DEFAULT_SEED, restart: bool = False,
                   progress: bool = True, labels_csv=None, labels=None, targets=None, ssl_sets=(),
                   repo_id: str | None = None, revision: str | None = None, endpoint: str | None = None,
-                  log=print, command: str | None = None) -> dict:
+                  command: str | None = None) -> dict:
     """``source`` (``hf``, a CSV/JSON file or a folder of CIFs) through every stage to the report."""
-    from .evaluation.results import DEFAULT_REPORT_DIR
-    from .hub import DEFAULT_REPO_ID
-    from .io_utils import resolve_data_root
-
     data = resolve_data_root(data)
     if source == "hf":
+        from .hub import DEFAULT_REPO_ID  # the hub client is optional (ftcp.cli lists what it cannot load)
+
         src = {"kind": "hf", "repo_id": repo_id or DEFAULT_REPO_ID, "revision": revision, "endpoint": endpoint}
     else:
         path = Path(source)
@@ -749,14 +723,14 @@ def run_reproduce(source: str, data=None, device: str = "auto", preset: str = "u
                   report_dir=Path(report_dir) if report_dir else DEFAULT_REPORT_DIR, seed=seed, device=device,
                   quick=quick, preset=preset, progress=progress, restart=restart, ssl_sets=list(ssl_sets),
                   targets=list(targets) if targets else None, source=src,
-                  command=command or "python -m ftcp reproduce", log=log)
+                  command=command or "python -m ftcp reproduce")
     all_stages = reproduce_stages(src["kind"])
     return run_stages(all_stages, ctx, expand_stages(stages, all_stages))
 
 
 def _write_demo_readme(ctx: Context, timing: dict) -> None:
     lines = ["# Demo output — SYNTHETIC DATA", "", f"> {SYNTHETIC_BANNER}", "",
-             f"Made by `{ctx.command}` ({_now()}).", "",
+             f"Made by `{ctx.command}` ({utc_now()}).", "",
              "| what | where |", "|---|---|",
              "| synthetic crystals + provenance | `demo_dataset.csv.gz`, `demo_dataset.json` |",
              "| FTCP store, splits, SSL checkpoints and 2,048-d features | `Data/`, `Data/SSL/` |",
@@ -787,8 +761,8 @@ def format_timing(timing: dict) -> str:
 # ---------------------------------------------------------------------------------------------
 # CLI
 def _add_common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--seed", type=int, default=DEFAULT_SEED, help="seed of the data, splits, SSL and scenarios "
-                   "(default %(default)s)")
+    p.add_argument("--seed", type=int, metavar="N", default=DEFAULT_SEED,
+                   help="seed of the data, splits, SSL and scenarios (default %(default)s)")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
                    help="torch device for SSL training and the scenario MLPs (auto: GPU when present)")
     p.add_argument("--restart", action="store_true", help="ignore pipeline_state.json and run every stage again")
@@ -797,19 +771,19 @@ def _add_common(p: argparse.ArgumentParser) -> None:
                         "before them must have finished")
     p.add_argument("--ssl-set", action="append", default=[], metavar="N:KEY=VALUE",
                    help="per-block SSL setting passed to train-all --set (repeatable), e.g. 3:epochs=2")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--no-progress", dest="progress", action="store_false",
+                   help="no progress bars (they show only on a terminal anyway)")
 
 
 def register_cli(subparsers) -> None:
-    from .store import label_argument
-
     p = subparsers.add_parser(
         "demo", help="the whole pipeline on the built-in SYNTHETIC demo data (minutes on a laptop CPU)",
         description="Generate synthetic demo crystals (not DFT), build the FTCP store and splits, train the six SSL "
                     "blocks with short schedules, assemble the 2,048-d features, run scenarios 1-3 in --quick mode "
                     "and write RESULTS.md + figures, all inside --out. A rerun skips finished stages.")
-    p.add_argument("--out", default=DEFAULT_DEMO_OUT, help="output folder (default %(default)s)")
-    p.add_argument("--n-crystals", type=int, default=DEFAULT_DEMO_N, help="synthetic crystals (default %(default)s)")
+    p.add_argument("--out", metavar="DIR", default=DEFAULT_DEMO_OUT, help="output folder (default %(default)s)")
+    p.add_argument("--n-crystals", type=int, metavar="N", default=DEFAULT_DEMO_N,
+                   help="synthetic crystals (default %(default)s; at least 60)")
     _add_common(p)
     p.set_defaults(func=_cli_demo)
 
@@ -820,42 +794,39 @@ def register_cli(subparsers) -> None:
                     "through the store, splits, six SSL blocks, assembly, pretext table, scenarios 1-3 and the "
                     "report. State and timings go to <data>/pipeline_state.json and pipeline_timing.json; a "
                     "rerun resumes.")
-    q.add_argument("--source", required=True, help="hf | PATH.csv[.gz] | PATH.json | DIR_OF_CIFS")
-    q.add_argument("--data", default=None, metavar="DIR", help="data root (default: $CRYS_REP_DATA, else ./Data)")
+    q.add_argument("--source", required=True, metavar="SOURCE", help="hf | PATH.csv[.gz] | PATH.json | DIR_OF_CIFS")
+    add_data_argument(q)
     q.add_argument("--preset", choices=("upstream", "fast"), default="upstream",
                    help="SSL settings: upstream's per-block lr/batch/epochs, or fast (larger batches, for GPUs)")
     q.add_argument("--quick", action="store_true", help="short SSL schedules and --quick scenarios (smoke run)")
     q.add_argument("--report-dir", default=None, metavar="DIR",
                    help="where RESULTS.md, figures and the pretext table go (default: the repository's "
-                        "'Supplemental Information')")
+                        "'Supplemental Information' in a checkout, else ./Supplemental Information)")
     q.add_argument("--results", default=None, metavar="DIR", help="scenario JSON folder (default <data>/Results)")
-    q.add_argument("--labels-csv", default=None, help="labels for a CIF folder (material_id + label columns)")
+    q.add_argument("--labels-csv", metavar="FILE", default=None,
+                   help="labels for a CIF folder (material_id + label columns)")
     q.add_argument("--label", action="append", type=label_argument, default=[], metavar="NAME=COLUMN",
                    help="store input column COLUMN as label NAME (repeatable)")
-    q.add_argument("--target", default=None,
+    q.add_argument("--target", metavar="NAMES", default=None,
                    help="scenario target(s), comma list (default: the scenario scripts' own: formation_energy)")
-    q.add_argument("--repo-id", default=None, help="with --source hf: dataset repository (default: upstream's)")
-    q.add_argument("--revision", default=None, help="with --source hf: branch, tag or commit")
-    q.add_argument("--endpoint", default=None, help="with --source hf: hub URL (default $HF_ENDPOINT or huggingface.co)")
+    q.add_argument("--repo-id", metavar="USER/REPO", default=None,
+                   help="with --source hf: dataset repository (default: upstream's)")
+    q.add_argument("--revision", metavar="REV", default=None, help="with --source hf: branch, tag or commit")
+    q.add_argument("--endpoint", metavar="URL", default=None,
+                   help="with --source hf: hub URL (default $HF_ENDPOINT or huggingface.co)")
     _add_common(q)
     q.set_defaults(func=_cli_reproduce)
 
 
 def _command(argv_fallback: str) -> str:
-    import shlex
-
     if sys.argv and sys.argv[0].endswith(("__main__.py", "ftcp")):
         return "python -m ftcp " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     return argv_fallback
 
 
 def _cli_demo(args) -> int:
-    try:
-        timing = run_demo(args.out, args.n_crystals, args.seed, args.device, args.restart, not args.no_progress,
-                          args.ssl_set, args.stages, command=_command("python -m ftcp demo"))
-    except PipelineError as exc:
-        print(f"ftcp demo: error: {exc}", file=sys.stderr)
-        return 1
+    timing = run_demo(args.out, args.n_crystals, args.seed, args.device, args.restart, args.progress,
+                      args.ssl_set, args.stages, command=_command("python -m ftcp demo"))
     print(format_timing(timing))
     out = Path(args.out)
     print(f"demo finished: {out / 'report' / 'RESULTS.md'} (SYNTHETIC demo data, not DFT); "
@@ -866,17 +837,13 @@ def _cli_demo(args) -> int:
 def _cli_reproduce(args) -> int:
     labels = dict(args.label)
     targets = [t.strip() for t in args.target.split(",") if t.strip()] if args.target else None
-    try:
-        timing = run_reproduce(args.source, args.data, args.device, args.preset, args.quick, args.report_dir,
-                               args.results, args.stages, args.seed, args.restart, not args.no_progress,
-                               args.labels_csv, labels, targets, args.ssl_set, args.repo_id, args.revision,
-                               args.endpoint, command=_command("python -m ftcp reproduce"))
-    except PipelineError as exc:
-        print(f"ftcp reproduce: error: {exc}", file=sys.stderr)
-        return 1
+    timing = run_reproduce(args.source, args.data, args.device, args.preset, args.quick, args.report_dir,
+                           args.results, args.stages, args.seed, args.restart, args.progress,
+                           args.labels_csv, labels, targets, args.ssl_set, args.repo_id, args.revision,
+                           args.endpoint, command=_command("python -m ftcp reproduce"))
     print(format_timing(timing))
     return 0
 
 
 __all__ = ["run_demo", "run_reproduce", "run_stages", "Stage", "Context", "PipelineError", "scenario3_fractions",
-           "checkout_problems", "require_checkout", "format_timing", "register_cli", "STATE_FILE", "TIMING_FILE"]
+           "run_logged", "format_timing", "register_cli", "STATE_FILE", "TIMING_FILE"]

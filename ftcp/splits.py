@@ -1,4 +1,6 @@
-"""Train/test splits of a store, written as material-ID lists.
+"""Train/test splits of a store, written as material-ID lists: the split names and folders (the one definition,
+used by the dataset view, the store, the SSL split and the hub) and the split algorithms.  ``ftcp.splitting``
+opens a store and writes all of its splits (``make_splits``, ``ftcp split``).
 
 * Random splits with 10/20/30/40 % test (scikit-learn ``train_test_split``), under
   ``<root>/Splitted_Data/Split_XXTest_YYTrain/``.
@@ -19,8 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import UserError
-from .io_utils import (add_data_argument, atomic_write_json, json_dumps, read_json,
-                       resolve_data_root, sha256_file, write_id_list)
+from .io_utils import atomic_write_json, json_dumps, read_json, sha256_file, write_id_list
 
 DEFAULT_SEED = 42
 RANDOM_TEST_PERCENTS = (10, 20, 30, 40)
@@ -123,7 +124,7 @@ def _ids_sha(ids) -> str:
     return hashlib.sha256("".join(f"{i}\n" for i in ids).encode("utf-8")).hexdigest()
 
 
-def _planned_split(directory, train_ids, test_ids, info: dict, overwrite: bool) -> tuple[dict, str]:
+def planned_split(directory, train_ids, test_ids, info: dict, overwrite: bool) -> tuple[dict, str]:
     """The split.json content of a split and what writing it would do ("written" or "unchanged"); raises
     before anything is written when the split is invalid or would replace a different one without ``overwrite``."""
     directory = Path(directory)
@@ -159,13 +160,13 @@ def write_split(directory, train_ids, test_ids, info: dict, overwrite: bool = Fa
     Returns (the split.json content, status) where status is "written" or "unchanged".
     Refuses to replace a different existing split unless ``overwrite``.
     """
-    meta, status = _planned_split(directory, train_ids, test_ids, info, overwrite)
+    meta, status = planned_split(directory, train_ids, test_ids, info, overwrite)
     if status == "written":
-        _write_planned(Path(directory), train_ids, test_ids, meta)
+        write_planned(Path(directory), train_ids, test_ids, meta)
     return meta, status
 
 
-def _write_planned(directory: Path, train_ids, test_ids, meta: dict) -> None:
+def write_planned(directory: Path, train_ids, test_ids, meta: dict) -> None:
     directory.mkdir(parents=True, exist_ok=True)
     write_id_list(directory / "train_ids.txt", train_ids)
     write_id_list(directory / "test_ids.txt", test_ids)
@@ -184,99 +185,10 @@ def check_split_arguments(test_percents, group_test_fraction) -> None:
                         f"got {group_test_fraction}")
 
 
-def make_splits(root=None, seed: int = DEFAULT_SEED, test_percents=RANDOM_TEST_PERCENTS,
-                group_test_fraction: float | None = GROUP_TEST_FRACTION,
-                overwrite: bool = False) -> dict[str, dict]:
-    """Write every random split and the formula-group split of the native store at ``root``.
-
-    All arguments are checked and every split is computed (and checked against existing files) before
-    the first file is written: a bad argument or a conflicting split leaves the store as it was.
-    Returns {split name: split.json content (+ "status")}.
-    """
-    import sklearn
-
-    from .dataset import open_dataset
-
-    test_percents = list(test_percents)
-    check_split_arguments(test_percents, group_test_fraction or None)
-    ds = open_dataset(root)
-    if ds.layout != "native":
-        raise ValueError(f"{ds.root} is an upstream-layout dataset; its splits are fixed. "
-                         "Splits are made for native stores only.")
-    ids = ds.ids
-    store = {"material_ids_sha256": sha256_file(ds.root / "material_ids.npy"), "n": int(len(ids))}
-    common = {"seed": int(seed), "store": store, "sklearn_version": sklearn.__version__,
-              "id_order": "store order (material_ids.npy)"}
-    planned = []    # (name, folder, train, test, split.json content, status)
-    for pct in test_percents:
-        train, test = random_split(ids, pct / 100.0, seed)
-        info = dict(common, name=random_split_name(pct), method="random",
-                    requested_test_fraction=pct / 100.0,
-                    description="sklearn.model_selection.train_test_split(shuffle=True, random_state=seed)")
-        folder = split_dir(ds.root, random_split_name(pct))
-        planned.append((random_split_name(pct), folder, train, test,
-                        *_planned_split(folder, train, test, info, overwrite)))
-    if group_test_fraction:
-        formulas = ds.part(ids=ids).formulas()
-        missing = formulas == ""
-        # a crystal without a formula forms its own group (never happens for stores we build)
-        groups = np.where(missing, np.char.add("id:", ids), formulas)
-        train, test = group_split(ids, groups, group_test_fraction, seed)
-        in_train = np.isin(ids, train)
-        info = dict(common, name=GROUP_NAME, method="formula_group", group_key="reduced formula",
-                    requested_test_fraction_of_groups=group_test_fraction,
-                    n_groups_train=int(len(np.unique(groups[in_train]))),
-                    n_groups_test=int(len(np.unique(groups[~in_train]))),
-                    n_missing_formula=int(missing.sum()),
-                    description="sklearn.model_selection.GroupShuffleSplit(n_splits=1, random_state=seed), "
-                                "groups = reduced formula")
-        folder = split_dir(ds.root, GROUP_NAME)
-        planned.append((GROUP_NAME, folder, train, test, *_planned_split(folder, train, test, info, overwrite)))
-    results: dict[str, dict] = {}
-    for name, folder, train, test, meta, status in planned:
-        if status == "written":
-            _write_planned(folder, train, test, meta)
-        results[name] = dict(meta, status=status)
-    return results
-
-
 def read_split_info(root, name: str) -> dict:
     return read_json(split_dir(root, name) / "split.json")
 
 
-# ---------------------------------------------------------------------------------------------
-# CLI
-def register_cli(subparsers) -> None:
-    p = subparsers.add_parser(
-        "split", help="write the random 10/20/30/40 %% and formula-group splits of a store",
-        description="Write seeded train/test splits of the native store under the data root as "
-                    "material-ID lists: Splitted_Data/Split_XXTest_YYTrain/ and Group_Splitting/.")
-    add_data_argument(p)
-    p.add_argument("--seed", type=int, default=DEFAULT_SEED, help="random seed (default %(default)s)")
-    p.add_argument("--test-percents", default=",".join(map(str, RANDOM_TEST_PERCENTS)),
-                   help="comma-separated test percentages of the random splits (default %(default)s)")
-    p.add_argument("--group-test-fraction", type=float, default=GROUP_TEST_FRACTION,
-                   help="fraction of reduced formulas sent to test in the group split; 0 skips it "
-                        "(default %(default)s)")
-    p.add_argument("--overwrite", action="store_true", help="replace existing, different split files")
-    p.set_defaults(func=_cli_split)
-
-
-def _cli_split(args) -> int:
-    try:
-        percents = [int(x) for x in args.test_percents.split(",") if x.strip()]
-    except ValueError:
-        raise UserError(f"--test-percents expects comma-separated whole numbers, got {args.test_percents!r}") from None
-    results = make_splits(resolve_data_root(getattr(args, "data", None)), seed=args.seed,
-                          test_percents=percents, group_test_fraction=args.group_test_fraction or None,
-                          overwrite=args.overwrite)
-    print(f"{'split':<10} {'method':<14} {'train':>8} {'test':>8} {'test %':>7}  status")
-    for name, meta in results.items():
-        print(f"{name:<10} {meta['method']:<14} {meta['n_train']:>8} {meta['n_test']:>8} "
-              f"{100 * meta['test_fraction']:>6.2f}%  {meta['status']}")
-    return 0
-
-
-__all__ = ["DEFAULT_SEED", "RANDOM_TEST_PERCENTS", "GROUP_TEST_FRACTION", "random_split", "group_split",
-           "write_split", "make_splits", "split_dir", "find_split_dirs", "random_split_name",
-           "random_split_dirname", "read_split_info", "register_cli"]
+__all__ = ["DEFAULT_SEED", "RANDOM_TEST_PERCENTS", "GROUP_TEST_FRACTION", "RANDOM_DIR", "GROUP_DIR", "GROUP_NAME",
+           "random_split", "group_split", "write_split", "check_split_arguments", "split_dir", "find_split_dirs",
+           "random_split_name", "random_split_dirname", "read_split_info"]

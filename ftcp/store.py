@@ -49,6 +49,7 @@ import argparse
 import csv
 import io
 import json
+import logging
 import math
 import os
 import shutil
@@ -57,20 +58,29 @@ import time
 import warnings
 import zlib
 from collections import Counter, deque
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
 from . import layout as L
 from .errors import UserError
-from .featurizer import PHASES, REJECT_REASONS as _FEATURIZER_REASONS, RejectedStructure
-from .featurizer import crystal_from_structure, featurize_crystals
-from .io_utils import (add_data_argument, atomic_write_json, fsync_file, json_dumps, read_json,
-                       resolve_data_root, sha256_file)
+from .featurizer import PHASES, RejectedStructure, crystal_from_structure, featurize_crystals
+from .featurizer import REJECT_REASONS as _FEATURIZER_REASONS
+from .io_utils import (
+    add_data_argument,
+    atomic_write_json,
+    fsync_file,
+    json_dumps,
+    read_json,
+    resolve_data_root,
+    sha256_file,
+    utc_now,
+)
+from .logs import progress_bar
+from .splits import find_split_dirs
 
 STORE_FORMAT = "crys-rep-enrich/native-store"
 STORE_FORMAT_VERSION = 1
@@ -99,6 +109,8 @@ DEFAULT_LABEL_COLUMNS = {
     "band_gap": ("band_gap",),
 }
 _RESERVED = {"material_id", "formula", "cif", "structure", "labels"}
+
+log = logging.getLogger(__name__)
 
 
 class BuildInterrupted(RuntimeError):
@@ -286,7 +298,7 @@ def _cif_dir_input(path: Path, labels_csv, label_map) -> _Input:
         raise ValueError(f"{path}: no *.cif files")
     h = hashlib.sha256()
     for p in files:  # the folder's checksum: names + contents, in name order
-        h.update(f"{p.name}\t{sha256_file(p)}\n".encode("utf-8"))
+        h.update(f"{p.name}\t{sha256_file(p)}\n".encode())
     ids = [p.stem.strip() for p in files]
     targets, table, ignored, lab_meta = ({}, {}, [], None)
     if labels_csv is not None:
@@ -424,10 +436,6 @@ def _worker_init(parent_pid: int | None = None):
 
 # ---------------------------------------------------------------------------------------------
 # the build
-def _now() -> str:
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
 def _npy_header(n_rows: int) -> bytes:
     buf = io.BytesIO()
     np.lib.format.write_array_header_1_0(
@@ -568,7 +576,7 @@ def build_store(source, root=None, *, kind: str | None = None, labels_csv=None,
         work.mkdir(parents=True)
         journal = {"fingerprint": fingerprint, "status": "running", "chunks_done": 0, "rows_in": 0,
                    "rows_written": 0, "accepted_bytes": 0, "rejects_bytes": 0, "rejected": {},
-                   "blank_labels": {}, "started": _now(), "resumed_at_chunk": [], "overwrite": bool(overwrite)}
+                   "blank_labels": {}, "started": utc_now(), "resumed_at_chunk": [], "overwrite": bool(overwrite)}
         atomic_write_json(journal_path, journal)
     elif journal["status"] == "running":
         journal["resumed_at_chunk"].append(journal["chunks_done"])
@@ -616,10 +624,69 @@ def _precheck(rec: Record, first_row: dict, targets: list[str], required: list[s
     return None, values
 
 
+def _parse_pool(workers: int):
+    """Processes that parse the CIFs of a chunk while the one before is featurized (None for one worker)."""
+    if workers <= 1:
+        return None
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor
+
+    import pymatgen.core  # noqa: F401  (imported once here, inherited by the forked workers)
+
+    ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else mp.get_context()
+    # an executor (not multiprocessing.Pool): a worker that dies raises BrokenProcessPool
+    # instead of hanging; the journal stays at the last committed chunk, so a rerun resumes
+    return ProcessPoolExecutor(workers, mp_context=ctx, initializer=_worker_init, initargs=(os.getpid(),))
+
+
+def _prepare_chunk(records: list[Record], first_row: dict, targets: list[str], required: list[str], pool,
+                   workers: int):
+    """Pre-check a chunk's rows (IDs, labels) and start parsing the rest (in the pool, when there is one)."""
+    rejects, todo, chunk_blank = [], [], Counter()
+    for rec in records:
+        bad, values = _precheck(rec, first_row, targets, required, chunk_blank)
+        if bad:
+            rejects.append((rec.row, rec.material_id, *bad))
+        else:
+            todo.append((rec, values))
+    tasks = [(rec.kind, rec.payload) for rec, _ in todo]
+    if pool is not None and tasks:
+        handle = pool.map(parse_payload, tasks, chunksize=max(1, len(tasks) // (4 * workers)))
+    else:
+        handle = None
+    return records, rejects, todo, tasks, handle, chunk_blank
+
+
+def _parsed(todo: list, tasks: list, handle, rejects: list) -> list:
+    """The chunk's parsed crystals ``(record, formula, crystal, label values)``; parse failures go to ``rejects``."""
+    if handle is not None:
+        results = list(handle)
+    else:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            results = [parse_payload(t) for t in tasks]
+    ok = []
+    for (rec, values), res in zip(todo, results, strict=True):
+        if res[0] == "ok":
+            ok.append((rec, res[1], res[2], values))
+        else:
+            rejects.append((rec.row, rec.material_id, res[1], res[2]))
+    return ok
+
+
+def _chunk_lines(accepted: list, rejects: list, targets: list[str]) -> tuple[str, str]:
+    """The CSV lines of a chunk: accepted rows (ID, formula, labels) and rejects in input order."""
+    accepted_lines = "".join(
+        _csv_line([rec.material_id, formula] + [_fmt(values.get(t, math.nan)) for t in targets])
+        for rec, formula, values in accepted)
+    rejects.sort(key=lambda r: r[0])
+    reject_lines = "".join(_csv_line([mid, code, detail, row]) for row, mid, code, detail in rejects)
+    return accepted_lines, reject_lines
+
+
 def _process_chunks(inp: _Input, journal: dict, work: Path, phase: str, workers: int, chunk_size: int,
                     required: list[str], progress: bool, hook) -> None:
-    from tqdm.auto import tqdm
-
+    """Read, parse, featurize and write the input chunk by chunk, committing the journal after each chunk."""
     first_row: dict[str, int] = {}
     for i, mid in enumerate(inp.ids):
         first_row.setdefault(mid, i)
@@ -628,68 +695,25 @@ def _process_chunks(inp: _Input, journal: dict, work: Path, phase: str, workers:
     blank = Counter(journal["blank_labels"])
     writer = _Writer(work, journal)
     buf = np.zeros((chunk_size,) + L.SHAPE, dtype=np.float32)   # holds only FTCP from here on
-    pool = None
-    if workers > 1:
-        import multiprocessing as mp
-        from concurrent.futures import ProcessPoolExecutor
-
-        import pymatgen.core  # noqa: F401  (imported once here, inherited by the forked workers)
-
-        ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else mp.get_context()
-        # an executor (not multiprocessing.Pool): a worker that dies raises BrokenProcessPool
-        # instead of hanging; the journal stays at the last committed chunk, so a rerun resumes
-        pool = ProcessPoolExecutor(workers, mp_context=ctx, initializer=_worker_init,
-                                   initargs=(os.getpid(),))
-
-    def prepare(records: list[Record]):
-        rejects, todo, chunk_blank = [], [], Counter()
-        for rec in records:
-            bad, values = _precheck(rec, first_row, targets, required, chunk_blank)
-            if bad:
-                rejects.append((rec.row, rec.material_id, *bad))
-            else:
-                todo.append((rec, values))
-        tasks = [(rec.kind, rec.payload) for rec, _ in todo]
-        if pool is not None and tasks:
-            handle = pool.map(parse_payload, tasks, chunksize=max(1, len(tasks) // (4 * workers)))
-        else:
-            handle = None
-        return records, rejects, todo, tasks, handle, chunk_blank
-
-    bar = tqdm(total=inp.n_rows, initial=journal["rows_in"], unit="crystal", desc="ftcp build",
-               disable=not progress, dynamic_ncols=True)
+    pool = _parse_pool(workers)
+    bar = progress_bar(None, progress, total=inp.n_rows, initial=journal["rows_in"], unit="crystal",
+                       desc="ftcp build", dynamic_ncols=True)
     try:
         chunks = inp.chunk_reader(chunk_size, journal["chunks_done"])
         pending: deque = deque()
         for _ in range(2):   # parse two chunks ahead of featurization
             nxt = next(chunks, None)
             if nxt is not None:
-                pending.append(prepare(nxt))
+                pending.append(_prepare_chunk(nxt, first_row, targets, required, pool, workers))
         k = journal["chunks_done"]
         while pending:
             records, rejects, todo, tasks, handle, chunk_blank = pending.popleft()
             blank.update(chunk_blank)
             nxt = next(chunks, None)
             if nxt is not None:
-                pending.append(prepare(nxt))
-            if handle is not None:
-                results = list(handle)
-            else:
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore")
-                    results = [parse_payload(t) for t in tasks]
-            ok = []
-            for (rec, values), res in zip(todo, results):
-                if res[0] == "ok":
-                    ok.append((rec, res[1], res[2], values))
-                else:
-                    rejects.append((rec.row, rec.material_id, res[1], res[2]))
-            n_rows, accepted = _featurize_into(ok, buf, phase, rejects)
-            accepted_lines = "".join(
-                _csv_line([rec.material_id, formula] + [_fmt(values.get(t, math.nan)) for t in targets])
-                for rec, formula, values in accepted)
-            rejects.sort(key=lambda r: r[0])
-            reject_lines = "".join(_csv_line([mid, code, detail, row]) for row, mid, code, detail in rejects)
+                pending.append(_prepare_chunk(nxt, first_row, targets, required, pool, workers))
+            n_rows, accepted = _featurize_into(_parsed(todo, tasks, handle, rejects), buf, phase, rejects)
+            accepted_lines, reject_lines = _chunk_lines(accepted, rejects, targets)
             rejected.update(code for _, _, code, _ in rejects)
             writer.append(buf[:n_rows], accepted_lines, reject_lines)
             if hook:
@@ -790,10 +814,10 @@ def _finalize(inp: _Input, journal: dict, work: Path, root: Path, required, work
                    "labels_csv": inp.labels_csv},
         "files": files,
         "build": {"chunk_size": journal["fingerprint"]["chunk_size"], "workers": workers,
-                  "started": journal["started"], "finished": _now(),
+                  "started": journal["started"], "finished": utc_now(),
                   "seconds_last_run": round(time.perf_counter() - t0, 1),
                   "resumed_at_chunk": journal["resumed_at_chunk"]},
-        "created": _now(),
+        "created": utc_now(),
         "package_version": version,
         "versions": {"numpy": np.__version__, "pymatgen": dist_version("pymatgen"), "python": sys.version.split()[0]},
         "reject_reasons": {k: REJECT_REASONS[k] for k in rejected},
@@ -833,8 +857,6 @@ def synthetic_provenance(path: Path, sha256: str) -> dict | None:
 
 
 def _remove_stale_splits(root: Path) -> list[str]:
-    from .splits import find_split_dirs
-
     removed = []
     for name, d in find_split_dirs(root, lambda d: (d / "split.json").exists()).items():
         for f in ("train_ids.txt", "test_ids.txt", "split.json"):
@@ -856,10 +878,10 @@ def _move_into_place(journal: dict, work: Path, root: Path, hook) -> dict:
             (root / MANIFEST).unlink()   # the old store is no longer complete from here on
         removed = _remove_stale_splits(root)
         if removed:
-            print(f"ftcp build: removed split ID lists of the replaced store: {removed} "
-                  "(make new ones with `ftcp split`)", file=sys.stderr)
+            log.warning("ftcp build: removed split ID lists of the replaced store: %s (make new ones with "
+                        "`ftcp split`)", removed)
         if (root / "SSL").exists():
-            print(f"ftcp build: note: {root / 'SSL'} was computed from the replaced store", file=sys.stderr)
+            log.warning("ftcp build: note: %s was computed from the replaced store", root / "SSL")
     for i, f in enumerate((*STORE_FILES, MANIFEST)):
         if (work / f).exists():
             os.replace(work / f, root / f)
@@ -921,21 +943,26 @@ def register_cli(subparsers) -> None:
     add_data_argument(p)
     p.add_argument("--format", dest="kind", choices=["csv", "cif_dir", "json"], default=None,
                    help="input format (default: from the path)")
-    p.add_argument("--labels-csv", default=None, help="labels for a CIF folder / JSON input (material_id + label columns)")
+    p.add_argument("--labels-csv", metavar="FILE", default=None,
+                   help="labels for a CIF folder / JSON input (material_id + label columns)")
     p.add_argument("--label", action="append", type=label_argument, default=[], metavar="NAME=COLUMN",
                    help="store input column COLUMN as label NAME (repeatable); formation_energy_per_atom -> "
                         "formation_energy and band_gap are recognised without it")
-    p.add_argument("--require-labels", default="all",
+    p.add_argument("--require-labels", metavar="NAMES", default="all",
                    help="labels whose absence rejects a row: 'all' targets (default), 'none', or a comma list")
-    p.add_argument("--phase", choices=PHASES, default="linear", help="structure-factor phase (see ftcp.featurizer; default linear, as upstream)")
-    p.add_argument("--workers", type=int, default=None,
+    p.add_argument("--phase", choices=PHASES, default="linear",
+                   help="structure-factor phase (see ftcp.featurizer; default linear, as upstream)")
+    p.add_argument("--workers", metavar="N", type=int, default=None,
                    help="CIF-parsing processes (1 = in this process; default: CPUs available)")
-    p.add_argument("--chunk-size", type=int, default=DEFAULT_CHUNK_SIZE, help=f"input rows per committed chunk (default {DEFAULT_CHUNK_SIZE})")
-    p.add_argument("--id-column", default="material_id", help="CSV column with material IDs (default material_id)")
-    p.add_argument("--cif-column", default="cif", help="CSV column with CIF text (default cif)")
+    p.add_argument("--chunk-size", metavar="N", type=int, default=DEFAULT_CHUNK_SIZE,
+                   help=f"input rows per committed chunk (default {DEFAULT_CHUNK_SIZE})")
+    p.add_argument("--id-column", metavar="COLUMN", default="material_id",
+                   help="CSV column with material IDs (default material_id)")
+    p.add_argument("--cif-column", metavar="COLUMN", default="cif", help="CSV column with CIF text (default cif)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing store under the data root")
     p.add_argument("--restart", action="store_true", help="discard an interrupted build instead of resuming it")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--no-progress", dest="progress", action="store_false",
+                   help="no progress bar (it shows only on a terminal anyway)")
     p.set_defaults(func=_cli_build)
 
     q = subparsers.add_parser("info", help="summarise the dataset under the data root",
@@ -953,7 +980,7 @@ def _cli_build(args) -> int:
                            label_map=dict(args.label), require_labels=args.require_labels,
                            phase=args.phase, workers=args.workers, chunk_size=args.chunk_size,
                            id_column=args.id_column, cif_column=args.cif_column,
-                           overwrite=args.overwrite, restart=args.restart, progress=not args.no_progress)
+                           overwrite=args.overwrite, restart=args.restart, progress=args.progress)
     print(f"store written to {root} (phase {manifest['phase']}, targets {manifest['targets']})")
     print(format_counts(manifest))
     if manifest["counts"]["rejected"]:

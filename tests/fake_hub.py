@@ -169,7 +169,7 @@ class FakeHub:
         self.url = self.cdn_url = ""
 
     # ---------------------------------------------------------------- lifecycle
-    def start(self) -> "FakeHub":
+    def start(self) -> FakeHub:
         for name in ("hub", "cdn"):
             server = ThreadingHTTPServer(("127.0.0.1", 0), _make_handler(self, name))
             server.daemon_threads = True
@@ -186,7 +186,7 @@ class FakeHub:
             server.server_close()
         self._servers.clear()
 
-    def __enter__(self) -> "FakeHub":
+    def __enter__(self) -> FakeHub:
         return self.start()
 
     def __exit__(self, *exc) -> None:

@@ -18,12 +18,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import REPO
-from ftcp import layout as L
-from ftcp.splits import make_splits
-from ftcp.store import build_store
+from test_hub import hf_sandbox  # noqa: F401  (autouse: huggingface_hub isolated, loopback only)
 from test_store import good_rows, good_structures, write_csv
+
+from ftcp import layout as L
+from ftcp.splitting import make_splits
+from ftcp.store import build_store
 
 SCENARIOS = sorted(REPO.glob("Evaluation_Scenarios/Scenario*/run_scenario*.py"))
 ENV = {k: v for k, v in os.environ.items() if k not in ("FTCP_TRACEBACK", "CRYS_REP_DATA")}
@@ -321,14 +322,14 @@ def test_ctrl_c_during_training_is_one_line(tmp_path):
 
 
 # ---------------------------------------------------------------------------------------------
-# publish: in-process, inside the loopback-only sandbox of the hub tests (a subprocess could not be fenced in)
-from test_hub import hf_sandbox  # noqa: E402,F401  (autouse: huggingface_hub isolated, loopback only)
+# publish: in-process, inside the loopback-only sandbox of the hub tests (a subprocess could not be fenced in;
+# hf_sandbox, imported above, is an autouse fixture)
 
 
 def test_publish_leaves_a_stray_file_out(tmp_path, capsys, monkeypatch):
     import torch
-
     from fake_hub import DEFAULT_TOKEN, FakeHub
+
     from ftcp.cli import main
 
     ssl = tmp_path / "SSL"

@@ -20,10 +20,10 @@ import pandas as pd
 import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
+from test_store import cif, good_structures
 
 from ftcp.errors import UserError
 from ftcp.store import REJECT_REASONS, build_store
-from test_store import cif, good_structures
 
 TOTALS: Counter = Counter()
 TEXT = st.characters(blacklist_categories=("Cs",))          # any character UTF-8 can carry

@@ -109,15 +109,94 @@ def test_missing_dataset_is_one_clear_line(tmp_path, capsys):
 
 
 def test_top_level_data_reaches_a_subcommand_with_its_own_data_option(tmp_path, monkeypatch):
-    # ssl-* subcommands declare --data with default None; `ftcp --data X ssl-...` must still use X
+    # every subcommand declares --data through io_utils.add_data_argument: `ftcp --data X cmd` and `ftcp cmd --data X`
     from ftcp import cli
     from ftcp.ssl import cli as ssl_cli
 
     seen = {}
     monkeypatch.setattr(ssl_cli, "cmd_assemble", lambda a: seen.setdefault("data", a.data) and 0)
-    assert cli.build_parser().parse_args(["--data", str(tmp_path), "ssl-assemble"]).data is None  # argparse alone
+    assert cli.build_parser().parse_args(["--data", str(tmp_path), "ssl-assemble"]).data == str(tmp_path)
     cli.main(["--data", str(tmp_path), "ssl-assemble"])
     assert seen["data"] == str(tmp_path)
     seen.clear()
     cli.main(["--data", "elsewhere", "ssl-assemble", "--data", str(tmp_path)])   # the subcommand's own wins
     assert seen["data"] == str(tmp_path)
+
+
+def _subcommands():
+    parser = cli.build_parser()
+    return parser, parser._subparsers._group_actions[0].choices
+
+
+def test_every_option_has_help_text_and_one_metavar_style():
+    """Every option of every command says what it does; metavars are upper case (DIR, FILE, N, ...)."""
+    import re
+
+    parser, commands = _subcommands()
+    missing, bad_metavar = [], []
+    for name, sub in [("ftcp", parser), *commands.items()]:
+        for action in sub._actions:
+            if not action.option_strings or action.help == "==SUPPRESS==":
+                continue
+            if not (action.help or "").strip():
+                missing.append(f"{name} {action.option_strings[0]}")
+            metavar = action.metavar
+            takes_value = action.nargs != 0 and action.choices is None
+            if (takes_value and not getattr(sub, "_passthrough", False) and metavar is None) or (
+                    isinstance(metavar, str) and not re.fullmatch(r"[A-Z0-9_:=./|,\[\]-]+", metavar)):
+                bad_metavar.append(f"{name} {action.option_strings[0]} {metavar}")
+    assert missing == [] and bad_metavar == []
+
+
+def test_every_device_option_defaults_to_auto():
+    parser, commands = _subcommands()
+    found = {name: a.default for name, sub in commands.items() for a in sub._actions if "--device" in a.option_strings}
+    assert {"ssl-train", "ssl-train-all", "ssl-export", "embed", "demo", "reproduce"} <= set(found)
+    assert set(found.values()) == {"auto"}
+
+
+def test_data_is_declared_once_per_command_through_io_utils(tmp_path):
+    """`ftcp --data X cmd` and `ftcp cmd --data X` both reach every command that takes a data root."""
+    parser, commands = _subcommands()
+    checked = []
+    for name, sub in commands.items():
+        required = any(a.required or (not a.option_strings and a.nargs not in ("?", "*")) for a in sub._actions)
+        if any("--data" in a.option_strings for a in sub._actions) and not required:
+            checked.append(name)
+            before = parser.parse_known_args(["--data", str(tmp_path), name])[0]
+            after = parser.parse_known_args([name, "--data", str(tmp_path)])[0]
+            assert before.data == after.data == str(tmp_path), name
+    assert {"info", "split", "ssl-prepare", "ssl-train-all", "ssl-assemble", "ssl-export", "probe"} <= set(checked)
+
+
+def test_training_flags_are_generated_from_train_config():
+    from dataclasses import fields
+
+    from ftcp.ssl.config import TrainConfig
+
+    _, commands = _subcommands()
+    dests = {a.dest for a in commands["ssl-train"]._actions}
+    assert {f.name for f in fields(TrainConfig)} <= dests
+    args = commands["ssl-train"].parse_args(["--block", "3", "--restart", "--no-bucket", "--model", "layers=2",
+                                             "--epochs", "4"])
+    from ftcp.ssl.blocks import load_block
+    from ftcp.ssl.options import train_config
+
+    cfg = train_config(load_block(3), args)
+    assert (cfg.resume, cfg.bucket, cfg.model, cfg.epochs, cfg.batch_size) == (False, False, {"layers": 2}, 4, 32)
+
+
+def test_scenario_commands_hand_their_arguments_to_the_scenario(monkeypatch, capsys, tmp_path):
+    from ftcp.evaluation import cli as ecli
+
+    seen = {}
+
+    def fake(argv, prog):
+        seen.update(argv=argv, prog=prog)
+        return 0
+
+    monkeypatch.setattr(ecli, "scenario_main", lambda n: fake)
+    assert cli.main(["--data", str(tmp_path), "scenario2", "--quick", "--seed", "3"]) == 0
+    assert seen == {"argv": ["--data", str(tmp_path), "--quick", "--seed", "3"], "prog": "ftcp scenario2"}
+    with pytest.raises(SystemExit):
+        cli.main(["info", "--no-such-option"])

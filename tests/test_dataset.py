@@ -3,13 +3,14 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from store_helpers import make_native_store
 
 from ftcp import layout as L
-from ftcp.dataset import open_dataset, write_upstream_layout
+from ftcp.convert import write_upstream_layout
+from ftcp.dataset import open_dataset
 from ftcp.errors import UserError
 from ftcp.io_utils import load_id_array
-from ftcp.splits import make_splits
-from store_helpers import make_native_store
+from ftcp.splitting import make_splits
 
 
 @pytest.fixture()
@@ -108,7 +109,7 @@ def test_upstream_layout_gives_the_same_view(native, tmp_path):
     a = load_id_array(f / "Train_FTCP_Material_IDs.npy")
     b = load_id_array(f / "Train_Material_IDs.npy")
     c = load_id_array(f / "Train_Extracted_Features_Material_IDs.npy")
-    assert _stored_dtype(f / "Train_FTCP_Material_IDs.npy") == object      # pickled, like upstream's
+    assert _stored_dtype(f / "Train_FTCP_Material_IDs.npy") == np.dtype(object)      # pickled, like upstream's
     assert list(a) != list(b) and list(a) != list(c) and set(a) == set(b) == set(c)
 
     up = open_dataset(up_root)
@@ -133,7 +134,7 @@ def test_upstream_layout_gives_the_same_view(native, tmp_path):
     np.testing.assert_array_equal(up.part(ids=some).labels(["formation_energy"]),
                                   nat.part(ids=some).labels(["formation_energy"]))
     with pytest.raises(AttributeError):
-        up.ftcp_memmap
+        _ = up.ftcp_memmap
 
 
 def test_upstream_id_mismatch_raises(native, tmp_path):

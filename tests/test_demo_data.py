@@ -50,7 +50,7 @@ def test_ftcp_round_trip_matches_structure(structures):
     matcher = StructureMatcher(comparator=ElementComparator(), primitive_cell=False)
     x = featurize(structures)
     hydrogen = 0
-    for s, arr in zip(structures, x):
+    for s, arr in zip(structures, x, strict=False):
         back = to_structure(arr)
         assert len(back) == len(s)
         assert back.composition.reduced_formula == s.composition.reduced_formula
@@ -72,7 +72,7 @@ def test_labels_finite_and_physically_plausible(frame):
 
 
 def test_labels_reproduce_from_the_stored_cif(frame, structures):
-    for row, s in zip(frame.itertuples(), structures):
+    for row, s in zip(frame.itertuples(), structures, strict=False):
         got = demo.compute_labels(s)
         for name in demo.LABELS:
             assert got[name] == getattr(row, name), (row.material_id, name)
@@ -89,7 +89,7 @@ def test_ewald_label_is_the_madelung_energy(species, lattice, coords, madelung, 
     s = Structure.from_spacegroup(lattice[0], Lattice.cubic(lattice[1]), species, coords)
     expected = -madelung * COULOMB / nn / 2   # per ion pair -> per atom
     assert demo.ewald_energy_per_atom(s) == pytest.approx(expected, rel=1e-5)
-    assert demo.ewald_energy_per_atom((s * (2, 1, 1))) == pytest.approx(expected, rel=1e-5)
+    assert demo.ewald_energy_per_atom(s * (2, 1, 1)) == pytest.approx(expected, rel=1e-5)
 
 
 def test_ewald_needs_oxidation_states():
@@ -150,10 +150,13 @@ def test_csv_is_byte_identical_and_has_a_provenance_sidecar(tmp_path):
 
 
 def test_command_line(tmp_path, capsys):
-    out = tmp_path / "demo.csv.gz"
-    assert demo.main([str(out), "--n", "3", "--seed", "0", "--quiet"]) == 0
-    assert out.exists() and (tmp_path / "demo.json").exists()
-    assert "synthetic" in capsys.readouterr().out
+    """The generator's command line is the demo's first stage: ``ftcp demo --stages demo-data``."""
+    from ftcp.cli import main
+
+    out = tmp_path / "demo"
+    assert main(["demo", "--out", str(out), "--n-crystals", "60", "--stages", "demo-data", "--no-progress"]) == 0
+    assert (out / "demo_dataset.csv.gz").exists() and (out / "demo_dataset.json").exists()
+    assert "SYNTHETIC demo data" in capsys.readouterr().out
 
 
 def test_rejects_empty_request():

@@ -7,12 +7,12 @@ import json
 
 import numpy as np
 import pytest
+from test_hub import hf_sandbox  # noqa: F401  (autouse: huggingface_hub isolated, loopback only)
+from test_ssl_assemble import TINY_SETS
 
 import ftcp
 from ftcp import layout as L
 from ftcp.ssl.synthetic import make_synthetic_root, random_structures
-from test_hub import hf_sandbox  # noqa: F401  (autouse: huggingface_hub isolated, loopback only)
-from test_ssl_assemble import TINY_SETS
 
 N, SEED = 48, 5
 
@@ -20,16 +20,16 @@ N, SEED = 48, 5
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """A tiny synthetic store, six tiny blocks trained briefly, features assembled in <root>/SSL."""
+    from ftcp.cli import main as ftcp_main
     from ftcp.ssl.data import open_source
     from ftcp.ssl.targets import compute_crystal_systems
-    from ftcp.ssl.train_all import main as train_all
 
     root = make_synthetic_root(tmp_path_factory.mktemp("embed") / "root", n=N, seed=SEED)
     compute_crystal_systems(open_source(root), root / "SSL", workers=1, progress=False)
     argv = ["--data", str(root), "--device", "cpu", "--threads", "1", "--epochs-scale", "0.05", "--no-progress",
             "--no-table"] + [a for s in TINY_SETS for a in ("--set", s)]
     argv += [a for n in range(1, 7) for a in ("--set", f"{n}:batch_size=16")]
-    train_all(argv)
+    assert ftcp_main(["ssl-train-all", *argv]) == 0
     ssl = root / "SSL"
     feats = np.load(ssl / "ssl_features.npy")
     ids = np.load(ssl / "ssl_material_ids.npy")

@@ -3,8 +3,14 @@ import numpy as np
 import pytest
 import torch
 
-from ftcp.evaluation.attribution import (group_importance, group_shapley, interventional_values,
-                                         mlp_group_values, share_summary, shapley_from_values)
+from ftcp.evaluation.attribution import (
+    group_importance,
+    group_shapley,
+    interventional_values,
+    mlp_group_values,
+    shapley_from_values,
+    share_summary,
+)
 from ftcp.evaluation.mlp import hybrid_mlp, predict
 
 

@@ -3,8 +3,16 @@ import numpy as np
 import pytest
 import torch
 
-from ftcp.evaluation.mlp import (TorchMLPRegressor, TrainConfig, hybrid_mlp, inner_split, predict,
-                                 regularized_mlp, restrict_inputs, train_regressor)
+from ftcp.evaluation.mlp import (
+    TorchMLPRegressor,
+    TrainConfig,
+    hybrid_mlp,
+    inner_split,
+    predict,
+    regularized_mlp,
+    restrict_inputs,
+    train_regressor,
+)
 
 
 def _data(n=300, p=12, seed=0):
@@ -65,9 +73,12 @@ def test_inner_split_group_aware():
 def test_wrapper_fits_and_restricts():
     x, y = _data(n=240, p=12)
     keep = np.array([i for i in range(12) if i != 5])     # column 5 never varies: not passed
-    make = lambda: TorchMLPRegressor(lambda d: regularized_mlp(d, hidden=(16, 8)),
-                                     TrainConfig(batch_size=0, max_epochs=30, patience=5, monitor="mse"),
-                                     seed=0, init_width=12, init_columns=keep)
+
+    def make():
+        return TorchMLPRegressor(lambda d: regularized_mlp(d, hidden=(16, 8)),
+                                 TrainConfig(batch_size=0, max_epochs=30, patience=5, monitor="mse"),
+                                 seed=0, init_width=12, init_columns=keep)
+
     m = make().fit(x[:, keep], y)
     assert m.model_.core[0].in_features == 11
     p = m.predict(x[:, keep])

@@ -6,7 +6,7 @@ these tests check plumbing, alignment and bookkeeping, not science.
 """
 from __future__ import annotations
 
-import importlib.util
+import importlib
 import json
 import shutil
 from pathlib import Path
@@ -18,23 +18,19 @@ import pytest
 from ftcp import layout as L
 
 REPO = Path(__file__).resolve().parents[1]
-SCRIPTS = REPO / "Evaluation_Scenarios"
 FORMULAS = ["NaCl", "KCl", "MgO", "CaO", "Fe2O3", "Al2O3", "SiO2", "TiO2", "ZnO", "GaAs", "CuO", "NiO",
             "LiF", "BaTiO3", "SrTiO3", "CsCl", "ZrO2", "MnO", "CoO", "LiCoO2", "NaF", "KBr", "AlN", "GaN"]
 
 
 def _load_script(rel: str):
-    path = SCRIPTS / rel
-    spec = importlib.util.spec_from_file_location(path.stem, path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    """The installed module of a script under Evaluation_Scenarios/ (the package the scripts are)."""
+    return importlib.import_module("Evaluation_Scenarios." + rel.removesuffix(".py").replace("/", "."))
 
 
 def make_store(root: Path, n: int = 260, seed: int = 0) -> Path:
     """A tiny native store with splits and a stand-in SSL table."""
     from ftcp.evaluation.features import write_standin_ssl
-    from ftcp.splits import make_splits
+    from ftcp.splitting import make_splits
 
     rng = np.random.default_rng(seed)
     x = np.zeros((n, *L.SHAPE), dtype=np.float32)
@@ -273,6 +269,6 @@ def test_scenario3_pairs_ssl_tables_on_the_same_base_models(store, tmp_path):
                     ".json").read_text())
     assert a["settings"]["paired_with"] == ["SSL", "other_ssl"] and b["ssl_run"] == "other_ssl"
     for key in a["results"]:
-        for ra, rb in zip(a["results"][key]["runs"], b["results"][key]["runs"]):
+        for ra, rb in zip(a["results"][key]["runs"], b["results"][key]["runs"], strict=False):
             assert ra["base_test"] == rb["base_test"] and ra["base_oof"] == rb["base_oof"]
             assert ra["oof"]["residual_test"] != rb["oof"]["residual_test"]

@@ -1,8 +1,6 @@
 """FTCP featurizer: golden compatibility, the reference algorithm, phases, rejections, inversion."""
 from __future__ import annotations
 
-import sys
-
 import numpy as np
 import pandas as pd
 import pytest
@@ -10,15 +8,17 @@ from pymatgen.analysis.structure_matcher import StructureMatcher
 from pymatgen.core import DummySpecies, Lattice, Species, Structure
 
 import ftcp
+from benchmarks.reference_ftcp import reference_ftcp, upstream_procedure_ftcp
 from ftcp import layout as L
-from ftcp.featurizer import (MIN_SITE_DISTANCE, RejectedStructure, check_structure, closest_sites_below,
-                             crystal_from_structure,
-                             featurize_crystals, reciprocal_points)
-
-from conftest import REPO
-
-sys.path.insert(0, str(REPO / "benchmarks"))
-from reference_ftcp import reference_ftcp, upstream_procedure_ftcp  # noqa: E402
+from ftcp.featurizer import (
+    MIN_SITE_DISTANCE,
+    RejectedStructure,
+    check_structure,
+    closest_sites_below,
+    crystal_from_structure,
+    featurize_crystals,
+    reciprocal_points,
+)
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
@@ -64,7 +64,7 @@ def test_matches_straightforward_references_on_varied_cells(straightforward):
     # both one-at-a-time baselines of the speed benchmark compute the same FTCP as the library
     structures = sample_structures()
     x = ftcp.featurize(structures, dtype=np.float64)
-    for s, got in zip(structures, x):
+    for s, got in zip(structures, x, strict=False):
         want = straightforward(s)
         np.testing.assert_allclose(got, want, rtol=0, atol=1e-9 * np.abs(want).max())
 
@@ -254,7 +254,7 @@ def test_eligible_limits_are_inclusive():
 def test_round_trip_varied_cells_including_hydrogen():
     matcher = StructureMatcher(primitive_cell=False, scale=False, attempt_supercell=False)
     structures = sample_structures()
-    for s, x in zip(structures, ftcp.featurize(structures)):
+    for s, x in zip(structures, ftcp.featurize(structures), strict=False):
         back = ftcp.to_structure(x)
         assert len(back) == len(s)
         assert back.composition == s.composition, (back.composition, s.composition)
@@ -265,7 +265,7 @@ def test_round_trip_golden_structures(golden_dir):
     df = pd.read_csv(golden_dir / "structures.csv.gz")
     matcher = StructureMatcher(primitive_cell=False, scale=False, attempt_supercell=False)
     structures = [Structure.from_str(c, fmt="cif") for c in df.cif]
-    failures = [mid for mid, s, x in zip(df.material_id, structures, ftcp.featurize(structures))
+    failures = [mid for mid, s, x in zip(df.material_id, structures, ftcp.featurize(structures), strict=False)
                 if not (ftcp.to_structure(x).composition == s.composition and matcher.fit(s, ftcp.to_structure(x)))]
     assert failures == []
     assert any("H" in s.composition for s in structures)

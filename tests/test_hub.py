@@ -8,11 +8,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from fake_hub import DEFAULT_TOKEN, FakeHub  # pytest puts tests/ (no __init__.py) on sys.path
 from huggingface_hub import constants
 from huggingface_hub.utils import _http as hf_http
 
 from ftcp import hub as H
-from fake_hub import DEFAULT_TOKEN, FakeHub  # pytest puts tests/ (no __init__.py) on sys.path
 
 DATASET = "danial199472/Crys_Rep_Enrich"
 FTCP_10_TRAIN = "Splitted_Data/Split_10Test_90Train/Train/Train_FTCP_Data.npy"
@@ -475,7 +475,7 @@ def test_publish_needs_token_and_checkpoints(fake_hub, ssl_dir, tmp_path):
 # --------------------------------------------------------------------------- CLI
 @pytest.fixture
 def parser():
-    from ftcp.cli import build_parser     # the real `ftcp` parser, with the hub's commands registered
+    from ftcp.cli import build_parser  # the real `ftcp` parser, with the hub's commands registered
     return build_parser()
 
 
@@ -516,7 +516,7 @@ def test_cli_end_to_end(parser, dataset_hub, upstream_files, ssl_dir, tmp_path, 
     assert capsys.readouterr().out.strip().endswith("fetched")
     assert (tmp_path / "fetched/block1_element_matrix/best.pt").is_file()
 
-    from ftcp.cli import main   # the error boundary turns the hub's error into one line and status 1
+    from ftcp.cli import main  # the error boundary turns the hub's error into one line and status 1
 
     assert main(["download", "--endpoint", f"http://127.0.0.1:{_closed_port()}"]) == 1
     err = capsys.readouterr().err

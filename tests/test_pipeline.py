@@ -3,26 +3,47 @@ changed argument and one-line errors, Scenario 3's fractions, and the Hugging Fa
 from __future__ import annotations
 
 import json
+import logging
 
 import numpy as np
 import pytest
-
-from ftcp import pipeline as P
 from test_hub import hf_sandbox  # noqa: F401  (autouse: huggingface_hub isolated, loopback only)
 from test_ssl_assemble import TINY_SETS
+
+from ftcp import pipeline as P
+from ftcp.logs import LOGGERS
 
 DEMO_N = 80
 DEMO_SETS = (TINY_SETS + [f"{n}:epochs=1" for n in range(1, 7)] + [f"{n}:batch_size=16" for n in range(1, 7)])
 DEMO_SCENARIO_ARGS = {3: ["--bases", "hgb"]}     # the MLP pair triples Scenario 3's time; tested in test_eval_*
 
 
+class _Lines(logging.Handler):
+    """Collects the messages of the project's loggers (the pipeline's progress and the scenarios' output)."""
+
+    def __init__(self):
+        super().__init__()
+        self.lines = []
+
+    def emit(self, record):
+        self.lines.append(record.getMessage())
+
+
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory):
     out = tmp_path_factory.mktemp("demo") / "demo_output"
-    lines = []
-    timing = P.run_demo(out, n_crystals=DEMO_N, seed=42, device="cpu", progress=False, ssl_sets=DEMO_SETS,
-                        scenario_args=DEMO_SCENARIO_ARGS, log=lines.append)
-    return {"out": out, "timing": timing, "log": lines}
+    handler = _Lines()
+    loggers = [logging.getLogger(name) for name in LOGGERS]
+    for lg in loggers:
+        lg.addHandler(handler)
+        lg.setLevel(logging.INFO)
+    try:
+        timing = P.run_demo(out, n_crystals=DEMO_N, seed=42, device="cpu", progress=False, ssl_sets=DEMO_SETS,
+                            scenario_args=DEMO_SCENARIO_ARGS)
+    finally:
+        for lg in loggers:
+            lg.removeHandler(handler)
+    return {"out": out, "timing": timing, "log": handler.lines}
 
 
 def test_demo_runs_end_to_end_inside_its_folder_and_says_synthetic(demo):
@@ -61,7 +82,7 @@ def test_demo_runs_end_to_end_inside_its_folder_and_says_synthetic(demo):
 def test_demo_rerun_skips_every_finished_stage(demo):
     before = json.loads((demo["out"] / P.STATE_FILE).read_text())
     timing = P.run_demo(demo["out"], n_crystals=DEMO_N, seed=42, device="cpu", progress=False, ssl_sets=DEMO_SETS,
-                        scenario_args=DEMO_SCENARIO_ARGS, log=lambda m: None)
+                        scenario_args=DEMO_SCENARIO_ARGS)
     assert {t["status"] for t in timing["stages"].values()} == {"skipped"}
     assert timing["total_seconds"] < 10
     after = json.loads((demo["out"] / P.STATE_FILE).read_text())
@@ -72,7 +93,7 @@ def test_demo_changed_ssl_setting_reruns_that_block_only_up_to_the_selected_stag
     feats = np.load(demo["out"] / "Data/SSL/ssl_features.npy")
     sets = DEMO_SETS + ["6:weight_real=0.5"]
     timing = P.run_demo(demo["out"], n_crystals=DEMO_N, seed=42, device="cpu", progress=False, ssl_sets=sets,
-                        scenario_args=DEMO_SCENARIO_ARGS, stages=["ssl-block6", "ssl-assemble"], log=lambda m: None)
+                        scenario_args=DEMO_SCENARIO_ARGS, stages=["ssl-block6", "ssl-assemble"])
     status = {k: t["status"] for k, t in timing["stages"].items()}
     assert status["ssl-block6"] == "ran" and status["ssl-assemble"] == "ran"
     assert all(status[k] == "skipped" for k in ("demo-data", "build", "split", "ssl-prepare", "ssl-block5"))
@@ -106,7 +127,7 @@ def _stages(calls, fail_at=None):
 
 
 def _ctx(tmp_path, seed=1):
-    return P.Context(out=tmp_path, data=tmp_path, results=tmp_path, report_dir=tmp_path, seed=seed, log=lambda m: None)
+    return P.Context(out=tmp_path, data=tmp_path, results=tmp_path, report_dir=tmp_path, seed=seed)
 
 
 def test_runner_resumes_reruns_changed_and_downstream_and_missing_outputs(tmp_path):
@@ -178,35 +199,39 @@ def test_clear_errors(tmp_path, capsys):
     (tmp_path / "empty").mkdir()
     with pytest.raises(P.PipelineError, match="no .cif files"):
         P.run_reproduce(str(tmp_path / "empty"), data=tmp_path / "r")
-    with pytest.raises(P.PipelineError, match="needs a checkout of the repository.*Evaluation_Scenarios"):
-        P.require_checkout(tmp_path)
-    assert P.checkout_problems() == []
 
 
-def test_failing_script_gives_its_last_line_and_log(tmp_path):
-    script = tmp_path / "boom.py"
-    script.write_text("import sys\nprint('working')\nraise SystemExit('scenario 3: 1 % of 50 = 0 rows: too few for 2 folds')\n")
+def test_a_scenario_runs_in_process_with_its_output_in_a_log(tmp_path):
+    """Scenario mains run in this process: their messages and printed lines go to <out>/logs/<name>.log too;
+    a non-zero status names the log, an error propagates (the stage runner records it as one line)."""
+    import logging
+
+    def main(argv):
+        logging.getLogger("Evaluation_Scenarios.fake").info("working on %s", argv)
+        print("scenario done")
+        return 3
+
     ctx = _ctx(tmp_path)
-    with pytest.raises(P.PipelineError, match=r"boom.py exited with status 1: scenario 3: 1 % of 50 = 0 rows.*"
-                                              r"full output: .*boom.log"):
-        P.run_script(ctx, script, [], "boom")
-    assert "working" in (tmp_path / "logs" / "boom.log").read_text()
+    with pytest.raises(P.PipelineError, match=r"boom exited with status 3 \(full output: .*boom.log\)"):
+        P.run_logged(ctx, "boom", main, ["--quick"])
+    text = (tmp_path / "logs" / "boom.log").read_text()
+    assert "$ boom --quick" in text and "working on ['--quick']" in text and "scenario done" in text
 
+    def fails(argv):
+        raise ValueError("scenario 3: 1 % of 50 = 0 rows: too few for 2 folds")
 
-def test_installed_without_checkout_says_so(tmp_path, monkeypatch):
-    monkeypatch.setattr(P, "REPO_ROOT", tmp_path)
-    with pytest.raises(P.PipelineError, match="needs a checkout"):
-        P.run_demo(tmp_path / "out", n_crystals=100, progress=False, log=lambda m: None)
-    assert not (tmp_path / "out" / "demo_dataset.csv.gz").exists()      # said so before doing any work
+    with pytest.raises(ValueError, match="too few for 2 folds"):
+        P.run_logged(ctx, "boom", fails, [])
 
 
 # --------------------------------------------------------------------------- --source hf
 def test_reproduce_from_the_hub_downloads_and_converts(tmp_path, monkeypatch):
     from fake_hub import FakeHub
 
-    from ftcp.dataset import open_dataset, write_upstream_layout
+    from ftcp.convert import write_upstream_layout
+    from ftcp.dataset import open_dataset
     from ftcp.demo_data import write_demo_csv
-    from ftcp.splits import make_splits
+    from ftcp.splitting import make_splits
     from ftcp.store import build_store
 
     csv_path, _ = write_demo_csv(tmp_path / "demo.csv.gz", n=30, seed=1, progress=False)
@@ -221,7 +246,7 @@ def test_reproduce_from_the_hub_downloads_and_converts(tmp_path, monkeypatch):
     with FakeHub() as hub:
         hub.commit_files("tester/crys", files, repo_type="dataset")
         timing = P.run_reproduce("hf", data=tmp_path / "root", repo_id="tester/crys", endpoint=hub.url,
-                                 stages=["download", "convert"], progress=False, log=lambda m: None)
+                                 stages=["download", "convert"], progress=False)
     assert [k for k, t in timing["stages"].items() if t["status"] == "ran"] == ["download", "convert"]
     got = open_dataset(tmp_path / "root")
     assert got.layout == "native" and sorted(got.ids) == sorted(native.ids)

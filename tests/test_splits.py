@@ -1,16 +1,16 @@
 """Splits: sizes, determinism, no formula overlap (synthetic and real mp_36k formulas)."""
 from __future__ import annotations
 
-
 import numpy as np
 import pandas as pd
 import pytest
+from store_helpers import make_native_store
 
 from ftcp.dataset import open_dataset
 from ftcp.errors import UserError
 from ftcp.io_utils import read_id_list, read_json, sha256_file
-from ftcp.splits import group_split, make_splits, random_split, split_dir
-from store_helpers import make_native_store
+from ftcp.splits import group_split, random_split, split_dir
+from ftcp.splitting import make_splits
 
 
 def _files(root):
@@ -77,7 +77,7 @@ def test_group_split_never_shares_a_group():
     groups = rng.integers(0, 40, 500).astype(str)
     ids = np.array([f"m{i}" for i in range(500)])
     tr, te = group_split(ids, groups, 0.1, seed=3)
-    g = dict(zip(ids, groups))
+    g = dict(zip(ids, groups, strict=False))
     assert {g[i] for i in tr}.isdisjoint({g[i] for i in te})
     assert len(tr) + len(te) == 500
     with pytest.raises(ValueError):
@@ -89,7 +89,7 @@ def test_group_split_on_real_formulas(mp36k_csv):
     """All 36,737 real mp_36k crystals, grouped by their reduced formula."""
     df = pd.read_csv(mp36k_csv, usecols=["material_id", "formula"], dtype=str, keep_default_na=False)
     tr, te = group_split(df.material_id.to_numpy(), df.formula.to_numpy(), 0.1, seed=42)
-    f = dict(zip(df.material_id, df.formula))
+    f = dict(zip(df.material_id, df.formula, strict=False))
     assert {f[i] for i in tr}.isdisjoint({f[i] for i in te})
     assert len(tr) + len(te) == len(df)
     assert 0.07 < len(te) / len(df) < 0.13

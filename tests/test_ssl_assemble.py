@@ -64,7 +64,7 @@ def test_assembly_joins_blocks_in_order_and_ftcp_dataset_reads_it(tmp_path):
     assert list(np.load(root / "SSL" / A.IDS_FILE)) == list(ids)
     offsets = [b["offset"] for b in info["blocks"]]
     assert offsets == [0, 256, 512, 768, 1024, 1280] and [b["dim"] for b in info["blocks"]] == [256] * 5 + [768]
-    for block, off in zip(L.BLOCKS, offsets):
+    for block, off in zip(L.BLOCKS, offsets, strict=False):
         np.testing.assert_array_equal(feats[:, off], block.number * 1000 + np.arange(N))
     saved = json.loads((root / "SSL" / A.INFO_FILE).read_text())
     assert saved["outputs"][A.FEATURES_FILE] and saved["blocks"][5]["sha256"] and saved["normalizer"]["sha256"]
@@ -85,7 +85,8 @@ def test_assembly_joins_blocks_in_order_and_ftcp_dataset_reads_it(tmp_path):
 @pytest.mark.parametrize("tweak,message", [
     ({4: lambda ids, e: (ids[::-1].copy(), e)}, r"block 4 \(site_occupancy\).*another order: first differing rows \[0"),
     ({6: lambda ids, e: (ids[:-1], e[:-1])}, r"block 6 \(structure_factors\).*1 missing, e.g. \['mp-1161'\]"),
-    ({2: lambda ids, e: (np.concatenate([ids[:-1], ["mp-9"]]), e)}, r"block 2 .*1 not in the reference, e.g. \['mp-9'\]"),
+    ({2: lambda ids, e: (np.concatenate([ids[:-1], ["mp-9"]]), e)},
+     r"block 2 .*1 not in the reference, e.g. \['mp-9'\]"),
     ({5: lambda ids, e: (ids, e[:, :100])}, r"block 5 .*100 dims"),
     ({3: lambda ids, e: (ids, np.where(np.arange(e.shape[1]) == 3, np.nan, e).astype(np.float32))}, "non-finite"),
 ])
@@ -119,7 +120,7 @@ def test_assembly_refuses_other_store_missing_block_and_mixed_splits(tmp_path):
 def fake_metrics(ssl_dir, values):
     """metrics.json per block; values[(block, task)] = (val, test, higher_is_better)."""
     per_block = {}
-    for number, block_no, task in P.TASKS:
+    for _number, block_no, task in P.TASKS:
         val, test, hib = values[task]
         m = per_block.setdefault(block_no, {"status": "finished", "val": {"loss": {}}, "test": {"loss": {}},
                                             "epochs_run": 2, "best_epoch": 2})
@@ -171,15 +172,16 @@ TINY_SETS = ["1:slot_width=16", "1:set_width=8", "1:hidden=16", "1:projector_wid
 
 
 def _train_all(argv) -> dict:
-    """Run ``SSL_Training/train_all.py``'s entry point; its summary as written to the SSL directory."""
-    from ftcp.ssl.train_all import main
+    """Run ``ftcp ssl-train-all`` (what ``SSL_Training/train_all.py`` runs); its summary as written to the SSL
+    directory."""
+    from ftcp.cli import main
 
-    assert main(argv) == 0
+    assert main(["ssl-train-all", *argv]) == 0
     out = argv[argv.index("--out") + 1]
     return json.loads((Path(out) / "train_all_summary.json").read_text())
 
 
-def test_train_all_trains_assembles_and_skips_finished_blocks(tmp_path_factory, tmp_path):
+def test_train_all_trains_assembles_and_skips_finished_blocks(tmp_path_factory, tmp_path, capsys):
     from ftcp.ssl import data as D
 
     train_all = _train_all
@@ -201,10 +203,10 @@ def test_train_all_trains_assembles_and_skips_finished_blocks(tmp_path_factory, 
     md = (table_dir / P.MD_FILE).read_text()
     assert "of 13** tasks have test >= validation" in md
     # a checkpoint brought back alone (e.g. from a GPU box) re-exports the same embeddings
-    from ftcp.ssl.cli import main as ssl_main
+    from ftcp.cli import main as ftcp_main
     from ftcp.ssl.export import load_embeddings
 
-    ssl_main(["export", "--block", "4", "--data", str(root), "--out", str(out), "--to", str(tmp_path / "again"),
+    ftcp_main(["ssl-export", "--block", "4", "--data", str(root), "--out", str(out), "--to", str(tmp_path / "again"),
               "--device", "cpu"])
     ids4, emb4 = load_embeddings(out / "block4_site_occupancy" / "embeddings.npz")
     ids_re, emb_re = load_embeddings(tmp_path / "again" / "block4_site_occupancy" / "embeddings.npz")
@@ -215,8 +217,9 @@ def test_train_all_trains_assembles_and_skips_finished_blocks(tmp_path_factory, 
     assert np.array_equal(np.load(out / A.FEATURES_FILE), feats)
     # another setting for one block: its last.pt is refused (no silent mix), --restart retrains that block only,
     # and the table is re-assembled from the six blocks
-    with pytest.raises(ValueError, match="--restart"):
-        train_all(argv + ["--set", "5:weight_lattice=0.9", "--blocks", "5"])
+    capsys.readouterr()
+    assert ftcp_main(["ssl-train-all", *argv, "--set", "5:weight_lattice=0.9", "--blocks", "5"]) == 1
+    assert "pass --restart to start over" in capsys.readouterr().err
     changed = train_all(argv + ["--set", "5:weight_lattice=0.9", "--blocks", "5", "--restart"])
     assert list(changed["blocks"]) == ["5"] and changed["blocks"]["5"]["status"] == "finished"
     new = np.load(out / A.FEATURES_FILE)
@@ -238,13 +241,15 @@ def test_cli_inductive_protocol_end_to_end_with_no_flag_repeated(tmp_path_factor
         (root / folder).mkdir(parents=True)
         (root / folder / "train_ids.txt").write_text("".join(f"{m}\n" for m in ids if m not in test))
         (root / folder / "test_ids.txt").write_text("".join(f"{m}\n" for m in ids if m in test))
-    (root / "labels.csv").write_text("material_id,formation_energy\n" + "".join(f"{m},{i % 7}\n" for i, m in enumerate(ids)))
+    labels = "".join(f"{m},{i % 7}\n" for i, m in enumerate(ids))
+    (root / "labels.csv").write_text("material_id,formation_energy\n" + labels)
     excluded = set().union(*tests.values())
 
     assert main(["ssl-prepare", "--data", str(root), "--protocol", "inductive", "--no-crystal-systems"]) == 0
     split = json.loads((root / "SSL" / "ssl_split.json").read_text())
     assert split["protocol"] == "inductive" and set(split["excluded"]) == excluded
-    tiny = [a for s in TINY_SETS for a in ("--set", s)] + [a for n in range(1, 7) for a in ("--set", f"{n}:batch_size=32")]
+    tiny = [a for s in TINY_SETS for a in ("--set", s)]
+    tiny += [a for n in range(1, 7) for a in ("--set", f"{n}:batch_size=32")]
     common = ["--data", str(root), "--device", "cpu", "--threads", "1", "--no-progress"]
     assert main(["ssl-train-all", *common, "--epochs-scale", "0.05", "--probe-every", "1", *tiny]) == 0
     assert main(["ssl-export", "--data", str(root), "--device", "cpu", "--to", str(tmp_path / "re")]) == 0
@@ -265,8 +270,8 @@ def test_cli_inductive_protocol_end_to_end_with_no_flag_repeated(tmp_path_factor
     assert not np.array_equal(np.load(control / A.FEATURES_FILE), np.load(root / "SSL" / A.FEATURES_FILE))
     # a region pack made from this directory trains without the exclusion asked for again
     assert main(["ssl-pack", "--data", str(root), "--out", str(tmp_path / "pack"), "--blocks", "1"]) == 0
-    assert main(["ssl-train-all", "--data", str(tmp_path / "pack"), "--blocks", "1", "--device", "cpu", "--threads", "1",
-                 "--no-progress", "--epochs-scale", "0.05", "--no-table", *tiny]) == 0
+    assert main(["ssl-train-all", "--data", str(tmp_path / "pack"), "--blocks", "1", "--device", "cpu",
+                 "--threads", "1", "--no-progress", "--epochs-scale", "0.05", "--no-table", *tiny]) == 0
 
 
 def test_train_all_with_the_crossmodal_objective(tmp_path_factory, tmp_path):
@@ -276,7 +281,8 @@ def test_train_all_with_the_crossmodal_objective(tmp_path_factory, tmp_path):
 
     root = synthetic_root_cached(tmp_path_factory.mktemp("crossmodal_root"))
     out = tmp_path / "ssl"
-    tiny = [a for s in TINY_SETS for a in ("--set", s)] + [a for n in range(1, 7) for a in ("--set", f"{n}:batch_size=32")]
+    tiny = [a for s in TINY_SETS for a in ("--set", s)]
+    tiny += [a for n in range(1, 7) for a in ("--set", f"{n}:batch_size=32")]
     assert main(["ssl-train-all", "--data", str(root), "--out", str(out), "--device", "cpu", "--threads", "1",
                  "--no-progress", "--epochs-scale", "0.05", "--objective", "crossmodal", "--no-table", *tiny]) == 0
     assert (out / "crossmodal_targets.npz").exists()

@@ -10,8 +10,8 @@ import torch
 
 from ftcp import layout as L
 from ftcp.ssl import data as D
-from ftcp.ssl.cli import load_block
 from ftcp.ssl.batches import load_block_fields
+from ftcp.ssl.blocks import load_block
 from ftcp.ssl.engine import TrainConfig, run_block
 from ftcp.ssl.export import load_block_model, load_embeddings
 from ftcp.ssl.synthetic import synthetic_root_cached
@@ -147,11 +147,11 @@ def test_block6_hidden_columns_and_slot_are_invisible(root, tmp_path):
 
 
 def test_block6_map_rebuilt_from_a_compact_pack(root, tmp_path, ftcp_array):
-    from ftcp.ssl.cli import main as ssl_main
+    from ftcp.cli import main as ftcp_main
 
     D.prepare(root, root / "SSL")
     pack = tmp_path / "pack"
-    ssl_main(["pack", "--data", str(root), "--out", str(pack), "--blocks", "6"])
+    ftcp_main(["ssl-pack", "--data", str(root), "--out", str(pack), "--blocks", "6"])
     assert "structure_factors" not in D.open_source(pack).regions_available()
     block = load_block(6)
     rebuilt = load_block_fields(block, D.prepare(pack, pack / "SSL", create=False))
@@ -234,7 +234,8 @@ def test_blocks_4_to_6_two_process_gloo(root, tmp_path):
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nnodes=1", "--nproc_per_node=2",
            str(repo / "SSL_Training" / "train_all.py"), "--data", str(root), "--out", str(tmp_path), "--device", "cpu",
            "--blocks", "4", "5", "6", "--epochs-scale", "0.1", "--no-progress", "--no-table", "--no-assemble",
-           "--threads", "1"] + [a for s in sets for a in ("--set", s)] + [a for n in (4, 5, 6) for a in ("--set", f"{n}:batch_size=8")]
+           "--threads", "1"] + [a for s in sets for a in ("--set", s)]
+    cmd += [a for n in (4, 5, 6) for a in ("--set", f"{n}:batch_size=8")]
     env = dict(os.environ, PYTHONPATH=str(repo), OMP_NUM_THREADS="1")
     proc = subprocess.run(cmd, cwd=repo, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]

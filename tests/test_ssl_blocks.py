@@ -7,8 +7,8 @@ import torch
 
 from ftcp import layout as L
 from ftcp.ssl import data as D
-from ftcp.ssl.cli import load_block
 from ftcp.ssl.batches import load_block_fields
+from ftcp.ssl.blocks import load_block
 from ftcp.ssl.synthetic import synthetic_root_cached
 
 
@@ -66,7 +66,8 @@ def test_block2_features_are_derived_after_masking(root, tmp_path):
     changed["lattice"][rows, hide] *= 1.37                # ... in both its raw and normalised form
     inputs2, targets2 = views(block, changed, 3, train=False)
     torch.testing.assert_close(inputs2["features"], inputs["features"])
-    assert not torch.allclose(targets2["masked_lattice_parameter"]["value"], targets["masked_lattice_parameter"]["value"])
+    assert not torch.allclose(targets2["masked_lattice_parameter"]["value"],
+                              targets["masked_lattice_parameter"]["value"])
     clean = block.clean_inputs(batch)["features"]
     assert not torch.allclose(clean, inputs["features"])   # the clean view does see every parameter
     assert (targets["crystal_system"]["label"] >= 0).all()

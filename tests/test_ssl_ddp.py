@@ -48,7 +48,7 @@ def test_two_process_gloo_training(root, tmp_path):
         assert set(metrics[part]) >= {"masked_element", "element_set_consistency"}
     ck = torch.load(out / "best.pt", map_location="cpu", weights_only=True)
     assert not any(k.startswith("module.") for k in ck["model"])      # saved unwrapped
-    from ftcp.ssl.cli import load_block
+    from ftcp.ssl.blocks import load_block
     from ftcp.ssl.export import load_block_model
     load_block_model(load_block(1), out / "best.pt")
     ids, emb = load_embeddings(out / "embeddings.npz")

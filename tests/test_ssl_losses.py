@@ -23,7 +23,8 @@ def test_periodic_loss_is_shift_invariant_and_matches_torus_distance():
     small = frac + 0.01 * torch.randn(frac.shape, generator=gen)
     loss = LS.periodic_vector_loss(LS.angle_vectors(small), frac)
     torch.testing.assert_close(loss, 2 * math.pi ** 2 / 3 * LS.torus_sq_distance(small, frac), rtol=2e-2, atol=1e-6)
-    random_guess = LS.periodic_vector_loss(LS.angle_vectors(torch.rand(4096, 3, generator=gen)), torch.rand(4096, 3, generator=gen))
+    random_guess = LS.periodic_vector_loss(LS.angle_vectors(torch.rand(4096, 3, generator=gen)),
+                                           torch.rand(4096, 3, generator=gen))
     assert float(random_guess.mean()) == pytest.approx(1.0, abs=0.03)
     assert torch.allclose(LS.vectors_to_frac(exact), frac, atol=1e-5)
 
@@ -58,7 +59,7 @@ def test_lattice_matrix_matches_pymatgen():
 
     params = np.array([[3.1, 4.2, 5.3, 80.0, 95.0, 110.0], [4.0, 4.0, 6.5, 90.0, 90.0, 120.0]])
     ours = LS.lattice_matrix(params[:, :3], params[:, 3:])
-    for p, m in zip(params, ours):
+    for p, m in zip(params, ours, strict=False):
         np.testing.assert_allclose(m, Lattice.from_parameters(*p).matrix, atol=1e-10)
     torch.testing.assert_close(LS.lattice_matrix(torch.tensor(params[:, :3]), torch.tensor(params[:, 3:])),
                                torch.tensor(ours))

@@ -11,7 +11,7 @@ from ftcp import layout as L
 from ftcp.ssl import crossmodal as X
 from ftcp.ssl import data as D
 from ftcp.ssl.batches import DeviceData, load_block_fields
-from ftcp.ssl.cli import load_block
+from ftcp.ssl.blocks import load_block
 from ftcp.ssl.metrics import RegressionTask
 from ftcp.ssl.steps import TrainStep, make_optimizer
 from ftcp.ssl.synthetic import synthetic_root_cached
@@ -49,7 +49,7 @@ def test_a_non_finite_step_is_skipped_without_touching_weights_moments_or_norm_s
     after = model.state_dict()
     for k, v in before.items():
         assert torch.equal(v, after[k]), k           # weights and BatchNorm running statistics
-    assert all(torch.equal(m, s["exp_avg"]) for m, s in zip(moments, opt.state.values()))
+    assert all(torch.equal(m, s["exp_avg"]) for m, s in zip(moments, opt.state.values(), strict=False))
     assert [float(s["step"]) for s in opt.state.values()] == counts
     step(*good)
     sums, skipped, flags = step.read(3)

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from ftcp.ssl import data as D
-from ftcp.ssl.cli import load_block
+from ftcp.ssl.blocks import load_block
 from ftcp.ssl.engine import TrainConfig, run_block
 from ftcp.ssl.export import load_block_model, load_embeddings
 from ftcp.ssl.synthetic import synthetic_root_cached
@@ -124,12 +124,15 @@ import sys
 for name in ("pymatgen", "spglib", "matminer", "sklearn", "shap", "pandas"):
     sys.modules[name] = None                      # any import of these now fails
 import argparse
-from ftcp.ssl.cli import add_train_args, load_block, run_train
+from ftcp.ssl.blocks import load_block
+from ftcp.ssl.cli import run_train
+from ftcp.ssl.options import add_train_args
 for n, model in {model!r}.items():
     p = argparse.ArgumentParser()
     add_train_args(p)
     args = p.parse_args(["--data", {str(root)!r}, "--out", {str(tmp_path)!r}, "--device", "cpu", "--epochs", "1",
-                         "--batch-size", "16", "--no-progress", "--embed-dim", "8"] + [a for m in model for a in ("--model", m)])
+                         "--batch-size", "16", "--no-progress", "--embed-dim", "8"]
+                        + [a for m in model for a in ("--model", m)])
     assert run_train(load_block(n), args)["status"] == "finished"
 print("ok")
 """

@@ -20,9 +20,8 @@ from ftcp import featurize
 from ftcp.dataset import open_dataset
 from ftcp.errors import UserError
 from ftcp.io_utils import sha256_file
-from ftcp.splits import make_splits
-from ftcp.store import (STORE_FILES, BuildInterrupted, build_store, read_manifest, resolve_label_columns,
-                        verify_store)
+from ftcp.splitting import make_splits
+from ftcp.store import STORE_FILES, BuildInterrupted, build_store, read_manifest, resolve_label_columns, verify_store
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -141,7 +140,7 @@ def test_build_from_csv_records_every_rejection(mixed_csv, tmp_path):
     m = build_store(path, root, workers=1, chunk_size=4, progress=False)
     rej = pd.read_csv(root / "rejects.csv", dtype=str, keep_default_na=False)
     assert list(rej.columns) == ["material_id", "reason", "detail", "input_row"]
-    got = dict(zip(rej.material_id, rej.reason))
+    got = dict(zip(rej.material_id, rej.reason, strict=False))
     assert got == EXPECTED_REASONS
     assert (rej.detail != "").all()
     # manifest counts and checksums
@@ -358,7 +357,7 @@ def test_build_from_cif_folder_matches_csv(tmp_path):
     m = build_store(folder, root, labels_csv=tmp_path / "labels.csv", workers=1, progress=False)
     assert m["source"]["kind"] == "cif_dir" and m["source"]["labels_csv"]["sha256"]
     rej = pd.read_csv(root / "rejects.csv", dtype=str, keep_default_na=False)
-    assert dict(zip(rej.material_id, rej.reason)) == {rows[0]["material_id"]: "missing_label",
+    assert dict(zip(rej.material_id, rej.reason, strict=False)) == {rows[0]["material_id"]: "missing_label",
                                                      "mp-broken": "unparsable_cif"}
     ids = np.load(root / "material_ids.npy")
     assert list(ids) == [r["material_id"] for r in rows[1:]]
@@ -385,8 +384,8 @@ def test_build_from_json_list_and_dict(tmp_path):
     (tmp_path / "list.json").write_text(json.dumps(records))
     m = build_store(tmp_path / "list.json", tmp_path / "a", workers=1, progress=False)
     rej = pd.read_csv(tmp_path / "a" / "rejects.csv", dtype=str, keep_default_na=False)
-    assert dict(zip(rej.material_id, rej.reason)) == {"js-dis": "disordered", "js-broken": "unparsable_structure",
-                                                     "js-none": "missing_label"}
+    assert dict(zip(rej.material_id, rej.reason, strict=False)) == {
+        "js-dis": "disordered", "js-broken": "unparsable_structure", "js-none": "missing_label"}
     assert m["targets"] == ["formation_energy", "band_gap"]
     np.testing.assert_allclose(np.load(tmp_path / "a" / "ftcp.npy"), featurize(structs), rtol=1e-6)
     y = open_dataset(tmp_path / "a").part(ids=["js-3"]).labels(["formation_energy", "band_gap"])

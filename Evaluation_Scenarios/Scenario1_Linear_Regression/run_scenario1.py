@@ -23,37 +23,39 @@ rows) for a smoke run.
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))   # run from a checkout
+import numpy as np
 
-import numpy as np  # noqa: E402
-
-from ftcp.dataset import open_dataset  # noqa: E402
-from ftcp.errors import UserError, run_main  # noqa: E402
-from ftcp.evaluation import features as F  # noqa: E402
-from ftcp.evaluation.linear import DEFAULT_ALPHAS, array_chunks, evaluate_suite  # noqa: E402
-from ftcp.evaluation.metrics import bootstrap_ci, regression_metrics, target_unit  # noqa: E402
-from ftcp.evaluation.results import (add_common_arguments, apply_quick_caps, command_line,  # noqa: E402
-                                     provenance, regenerate_report, results_dir, ssl_dir_of, write_result)
-from ftcp.evaluation.timing import combine, measure  # noqa: E402
+from ftcp.dataset import open_dataset
+from ftcp.errors import UserError, run_main
+from ftcp.evaluation import features as F
+from ftcp.evaluation import results as R
+from ftcp.evaluation.cli import regenerate_report
+from ftcp.evaluation.linear import DEFAULT_ALPHAS, array_chunks, evaluate_suite
+from ftcp.evaluation.metrics import bootstrap_ci, regression_metrics, target_unit
+from ftcp.evaluation.timing import combine, measure
+from ftcp.logs import configure
 
 FEATURE_SETS = ("ftcp", "pca", "ssl", "magpie")
 QUICK_TRAIN, QUICK_TEST = 1500, 500
 
+log = logging.getLogger(__name__)
 
-def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+
+def parse_args(argv=None, prog: str | None = None):
+    p = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_common_arguments(p)
+    R.add_common_arguments(p)
     p.add_argument("--target", default="all",
                    help="label column(s): formation_energy, band_gap, any label name, a comma list, "
                         "or 'all' (the store's targets) (default: %(default)s)")
     p.add_argument("--split", default="all",
                    help="random split by test percent (10, 20, 30, 40), a split name, or 'all' (default: %(default)s)")
     p.add_argument("--features", default=",".join(FEATURE_SETS),
-                   help="comma list of feature sets among %s (default: all)" % ", ".join(FEATURE_SETS))
+                   help=f"comma list of feature sets among {', '.join(FEATURE_SETS)} (default: all)")
     p.add_argument("--pca-components", type=int, default=2048)
     p.add_argument("--alphas", default=None,
                    help="comma list of ridge alphas for RidgeCV (default: 19 half-decades 1e-3 .. 1e6)")
@@ -63,7 +65,7 @@ def parse_args(argv=None):
     p.add_argument("--n-boot", type=int, default=1000,
                    help="bootstrap resamples of the test rows for the RMSE confidence intervals (default: %(default)s)")
     args = p.parse_args(argv)
-    apply_quick_caps(args, {})
+    R.apply_quick_caps(args, {})
     return args
 
 
@@ -139,7 +141,8 @@ def run_split(ds, split: str, targets: list[str], args, feature_sets: list[str],
         payload = {
             "ssl_run": label, "protocol": leak["protocol"] if leak else None, "leak_check": leak,
             "scenario": 1, "target": t, "unit": target_unit(t), "split": split,
-            "split_info": {k: v for k, v in ds.split_info(split).items() if k in ("seed", "method", "n_train", "n_test")},
+            "split_info": {k: v for k, v in ds.split_info(split).items()
+                           if k in ("seed", "method", "n_train", "n_test")},
             "quick": bool(args.quick), "n_train": len(train), "n_test": len(test),
             "n_dropped_unlabelled": info["dropped"], "rows": rows[t], "time_ratio": info["ratio"].get(t),
             "run": {"wall_s": run["wall_s"], "peak_rss_mb": run["peak_rss_mb"], "peak_anon_mb": run["peak_anon_mb"],
@@ -147,10 +150,10 @@ def run_split(ds, split: str, targets: list[str], args, feature_sets: list[str],
             **for_target(extra, targets.index(t)), "provenance": prov,
         }
         name = f"{t}__{split}" + ("__quick" if args.quick else "")
-        written.append(write_result(results_dir(args), 1, name, payload, run_label=label))
+        written.append(R.write_result(R.results_dir(args), 1, name, payload, run_label=label))
         best = min(rows[t], key=lambda r: r["test"]["rmse"] if np.isfinite(r["test"]["rmse"]) else np.inf)
-        print(f"[{split}] {t}: best test RMSE {best['test']['rmse']:.4g} {target_unit(t)} "
-              f"({best['features']} {best['label']}) -> {written[-1]}", flush=True)
+        log.info(f"[{split}] {t}: best test RMSE {best['test']['rmse']:.4g} {target_unit(t)} "
+              f"({best['features']} {best['label']}) -> {written[-1]}")
     return written
 
 
@@ -177,7 +180,7 @@ def evaluate_split(ds, split: str, targets: list[str], args, feature_sets: list[
         train = train.subset(F.subsample_ids(train.ids, QUICK_TRAIN, args.seed))
         test = test.subset(F.subsample_ids(test.ids, QUICK_TEST, args.seed + 1))
         y_tr, y_te = train.labels(targets), test.labels(targets)
-    print(f"[{split}] train {len(train)}, test {len(test)} (targets {targets})", flush=True)
+    log.info(f"[{split}] train {len(train)}, test {len(test)} (targets {targets})")
     rows = {t: [] for t in targets}
     extra = {"feature_sets": {}, "diagnostics": {}}
 
@@ -191,19 +194,20 @@ def evaluate_split(ds, split: str, targets: list[str], args, feature_sets: list[
     if "ftcp" in feature_sets or "pca" in feature_sets:
         k = min(args.pca_components, len(train) - 1)
         models = {"ols": "ols", "ridge_alpha1000": ("ridge", 1000.0), "pca_ols": ("pcr", k)}
-        print(f"[{split}] FTCP: streaming {len(train)} x 25,200 ...", flush=True)
+        log.info(f"[{split}] FTCP: streaming {len(train)} x 25,200 ...")
         suite = evaluate_suite(F.ftcp_chunks(train, args.chunk_size), train.ids, y_tr,
                                F.ftcp_chunks(test, args.chunk_size), test.ids, y_te, models, alphas)
         extra["feature_sets"]["ftcp"] = dict(suite["fit"], ridgecv=suite["ridgecv"], ols_sweep=suite["ols_sweep"],
                                              pca_components=k)
         extra["diagnostics"]["ftcp_ols"] = ols_failure_diagnostics(suite, y_te, targets)
-        labels = {"ols": "OLS (min-norm, cond=eps)", "ridge_alpha1000": "Ridge (alpha 1000)", "ridgecv": "RidgeCV (LOO)",
-                  "pca_ols": f"PCA-{k} + OLS"}
+        labels = {"ols": "OLS (min-norm, cond=eps)", "ridge_alpha1000": "Ridge (alpha 1000)",
+                  "ridgecv": "RidgeCV (LOO)", "pca_ols": f"PCA-{k} + OLS"}
         for t, rs in model_rows(suite, "ftcp", labels, fit_phases, targets, y_te, args.n_boot, args.seed).items():
             for r in rs:
                 if r["model"] == "pca_ols":
                     r["features"] = f"ftcp_pca{k}"
-                if ("ftcp" in feature_sets and r["model"] != "pca_ols") or ("pca" in feature_sets and r["model"] == "pca_ols"):
+                wanted = "pca" if r["model"] == "pca_ols" else "ftcp"
+                if wanted in feature_sets:
                     rows[t].append(r)
 
     if "ssl" in feature_sets:
@@ -245,22 +249,24 @@ def evaluate_split(ds, split: str, targets: list[str], args, feature_sets: list[
     return rows, extra, info
 
 
-def main(argv=None) -> int:
-    args = parse_args(argv)
+def main(argv=None, prog: str | None = None) -> int:
+    """The scenario with these arguments (``prog``: the name its help and errors show); its exit status."""
+    configure()
+    args = parse_args(argv, prog)
     feature_sets = [f.strip() for f in args.features.split(",") if f.strip()]
     unknown = sorted(set(feature_sets) - set(FEATURE_SETS))
     if unknown:
         raise UserError(f"unknown feature set(s) {unknown}; choose from {FEATURE_SETS}")
-    ds = open_dataset(args.data, ssl_dir_of(args) if "ssl" in feature_sets else None)
+    ds = open_dataset(args.data, R.ssl_dir_of(args) if "ssl" in feature_sets else None)
     targets = F.resolve_targets(ds, args.target)
     splits = F.resolve_splits(ds, args.split)
     alphas = DEFAULT_ALPHAS if args.alphas is None else tuple(float(a) for a in args.alphas.split(","))
     extra = {"ssl": F.ssl_info(ds.ssl_dir)} if "ssl" in feature_sets else {}
     label = extra["ssl"]["label"] if extra else "baselines"
     if extra.get("ssl", {}).get("standin"):
-        print("WARNING: the SSL table is a marked STAND-IN, not SSL embeddings", flush=True)
-    prov = provenance(F.dataset_info(ds), args.seed, extra,
-                      command=command_line(__file__, argv))
+        log.warning("the SSL table is a marked STAND-IN, not SSL embeddings")
+    prov = R.provenance(F.dataset_info(ds), args.seed, extra,
+                        command=R.command_line(__file__, argv))
     with measure("scenario1") as total:
         for split in splits:
             run_split(ds, split, targets, args, feature_sets, alphas, prov, label)

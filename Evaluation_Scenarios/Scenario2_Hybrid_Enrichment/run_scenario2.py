@@ -33,36 +33,44 @@ constant features when drawing them).  One JSON per (target, split) goes to
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))   # run from a checkout
+import numpy as np
 
-import numpy as np  # noqa: E402
-
-from ftcp import layout as L  # noqa: E402
-from ftcp.dataset import open_dataset  # noqa: E402
-from ftcp.errors import UserError, run_main  # noqa: E402
-from ftcp.evaluation import features as F  # noqa: E402
-from ftcp.evaluation.metrics import bootstrap_ci, regression_metrics, target_unit  # noqa: E402
-from ftcp.evaluation.summaries import scenario2_summary as summarise  # noqa: E402
-from ftcp.evaluation.mlp import (TrainConfig, column_standardiser, hybrid_mlp, inner_split,  # noqa: E402
-                                 predict, restrict_inputs, train_regressor)
-from ftcp.runtime import resolve_device, seed_everything  # noqa: E402
-from ftcp.evaluation.results import (add_common_arguments, apply_quick_caps, command_line,  # noqa: E402
-                                     provenance, regenerate_report, results_dir, ssl_dir_of, write_result)
-from ftcp.evaluation.timing import measure  # noqa: E402
+from ftcp import layout as L
+from ftcp.dataset import open_dataset
+from ftcp.errors import UserError, run_main
+from ftcp.evaluation import features as F
+from ftcp.evaluation import results as R
+from ftcp.evaluation.cli import regenerate_report
+from ftcp.evaluation.metrics import bootstrap_ci, regression_metrics, target_unit
+from ftcp.evaluation.mlp import (
+    TrainConfig,
+    column_standardiser,
+    hybrid_mlp,
+    inner_split,
+    predict,
+    restrict_inputs,
+    train_regressor,
+)
+from ftcp.evaluation.summaries import scenario2_summary as summarise
+from ftcp.evaluation.timing import measure
+from ftcp.logs import configure
+from ftcp.runtime import resolve_device, seed_everything
 
 SETS = ("ftcp", "ssl", "hybrid")
 QUICK = {"train": 1000, "test": 300}       # rows kept by --quick
 QUICK_CAPS = {"seeds": 2, "max_epochs": 8, "rf_trees": 20, "shap_background": 40, "shap_explained": 60,
               "shap_nsamples": 20, "n_boot": 200}
 
+log = logging.getLogger(__name__)
 
-def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+
+def parse_args(argv=None, prog: str | None = None):
+    p = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_common_arguments(p)
+    R.add_common_arguments(p)
     p.add_argument("--target", default="formation_energy", help="label column (default: %(default)s)")
     p.add_argument("--split", default="group", help="split name (default: the formula-group split)")
     p.add_argument("--seeds", type=int, default=3, help="model seeds: seed, seed+1, ... (default: %(default)s)")
@@ -82,7 +90,7 @@ def parse_args(argv=None):
     p.add_argument("--no-shap", action="store_true", help="skip SHAP and group Shapley")
     p.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples for the CIs")
     args = p.parse_args(argv)
-    apply_quick_caps(args, QUICK_CAPS)
+    R.apply_quick_caps(args, QUICK_CAPS)
     return args
 
 
@@ -183,8 +191,7 @@ def player_groups(tab) -> dict[str, dict[str, np.ndarray]]:
 
 
 def attribution(tab, model, rf, seed, args, groups) -> dict:
-    from ftcp.evaluation.attribution import (group_importance, group_shapley, gradient_shap,
-                                             shap_share_ci, share_summary)
+    from ftcp.evaluation.attribution import gradient_shap, group_importance, group_shapley, shap_share_ci, share_summary
 
     info = tab["info"]
     ssl_cols = np.flatnonzero(tab["is_ssl"])
@@ -209,7 +216,10 @@ def attribution(tab, model, rf, seed, args, groups) -> dict:
                 gs = group_shapley(model, explain, background, g)
             phi = gs.pop("phi")
             ssl_i = gs["names"].index("SSL")
-            share_of = lambda a: float(np.abs(a).mean(axis=0)[ssl_i] / np.abs(a).mean(axis=0).sum())
+
+            def share_of(a, ssl_i=ssl_i):
+                return float(np.abs(a).mean(axis=0)[ssl_i] / np.abs(a).mean(axis=0).sum())
+
             gs.pop("prediction")
             out["group_shapley"][game] = {
                 **gs, "seconds": rec["wall_s"], "n_players": len(gs["names"]),
@@ -236,24 +246,26 @@ def _top_columns(absmean, tab, k):
     return out
 
 
-def main(argv=None) -> int:
-    args = parse_args(argv)
+def main(argv=None, prog: str | None = None) -> int:
+    """The scenario with these arguments (``prog``: the name its help and errors show); its exit status."""
+    configure()
+    args = parse_args(argv, prog)
     device = resolve_device(args.device)
-    ds = open_dataset(args.data, ssl_dir_of(args))
+    ds = open_dataset(args.data, R.ssl_dir_of(args))
     if args.target not in ds.label_names:
         raise UserError(f"target {args.target!r} not among {ds.label_names}")
     sets = [s for s in args.sets.split(",") if s]
     rf_sets = [s for s in args.rf_sets.split(",") if s]
     models = [m for m in args.models.split(",") if m]
     ssl = F.ssl_info(ds.ssl_dir)
-    prov = provenance(F.dataset_info(ds), args.seed, {"ssl": ssl, "device": str(device)},
-                      command=command_line(__file__, argv))
+    prov = R.provenance(F.dataset_info(ds), args.seed, {"ssl": ssl, "device": str(device)},
+                        command=R.command_line(__file__, argv))
     if prov["ssl"]["standin"]:
-        print("WARNING: the SSL table is a marked STAND-IN, not SSL embeddings", flush=True)
+        log.warning("the SSL table is a marked STAND-IN, not SSL embeddings")
     with measure("scenario2") as total:
         tab = load_tables(ds, args)
-        print(f"train {tab['info']['n_train']}, test {tab['info']['n_test']}; varying columns: "
-              f"FTCP {tab['info']['n_ftcp_varying']}, SSL {tab['info']['n_ssl_varying']}", flush=True)
+        log.info(f"train {tab['info']['n_train']}, test {tab['info']['n_test']}; varying columns: "
+              f"FTCP {tab['info']['n_ftcp_varying']}, SSL {tab['info']['n_ssl_varying']}")
         groups = player_groups(tab)
         per_seed = []
         for k in range(args.seeds):
@@ -265,18 +277,18 @@ def main(argv=None) -> int:
                     model, rec["mlp"][name] = fit_mlp(tab, name, seed, args, device)
                     if name == "hybrid":
                         hybrid_mlp_model = model
-                    print(f"seed {seed} MLP {name}: test R2 {rec['mlp'][name]['test']['r2']:.4f} "
-                          f"({rec['mlp'][name]['epochs_run']} epochs, {rec['mlp'][name]['fit_s']:.0f} s)", flush=True)
+                    log.info(f"seed {seed} MLP {name}: test R2 {rec['mlp'][name]['test']['r2']:.4f} "
+                          f"({rec['mlp'][name]['epochs_run']} epochs, {rec['mlp'][name]['fit_s']:.0f} s)")
                 if "rf" in models and name in rf_sets:
                     rf, rec["rf"][name] = fit_rf(tab, name, seed, args)
                     if name == "hybrid":
                         hybrid_rf = rf
-                    print(f"seed {seed} RF {name}: test R2 {rec['rf'][name]['test']['r2']:.4f} "
-                          f"({rec['rf'][name]['fit_s']:.0f} s)", flush=True)
+                    log.info(f"seed {seed} RF {name}: test R2 {rec['rf'][name]['test']['r2']:.4f} "
+                          f"({rec['rf'][name]['fit_s']:.0f} s)")
             if not args.no_shap and "hybrid" in sets:
                 rec["attribution"] = attribution(tab, hybrid_mlp_model, hybrid_rf, seed, args, groups)
                 if "shap" in rec["attribution"]:
-                    print(f"seed {seed} SHAP SSL share {rec['attribution']['shap']['ssl_share']:.4f}", flush=True)
+                    log.info(f"seed {seed} SHAP SSL share {rec['attribution']['shap']['ssl_share']:.4f}")
             per_seed.append(rec)
     leak = F.leak_check(ds.ssl_dir, tab["test_ids"])
     payload = {"scenario": 2, "ssl_run": ssl["label"], "protocol": leak["protocol"], "leak_check": leak,
@@ -292,7 +304,7 @@ def main(argv=None) -> int:
     parts = "" if set(models) == {"mlp", "rf"} else "__" + "+".join(models)
     parts += f"__seed{args.seed}" if args.seeds == 1 else ""     # one seed per process: one file per seed
     name = f"{args.target}__{args.split}{parts}" + ("__quick" if args.quick else "")
-    path = write_result(results_dir(args), 2, name, payload, run_label=ssl["label"])
+    path = R.write_result(R.results_dir(args), 2, name, payload, run_label=ssl["label"])
     print(f"scenario 2 done in {total['wall_s']:.0f} s, peak RSS {total['peak_rss_mb']:.0f} MB -> {path}", flush=True)
     regenerate_report(args)
     return 0

@@ -29,34 +29,41 @@ One JSON per (target, variant) goes to ``<out>/scenario3/``.
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))   # run from a checkout
+import numpy as np
 
-import numpy as np  # noqa: E402
-
-from ftcp import layout as L  # noqa: E402
-from ftcp.dataset import open_dataset  # noqa: E402
-from ftcp.errors import UserError, run_main  # noqa: E402
-from ftcp.evaluation import features as F  # noqa: E402
-from ftcp.evaluation.metrics import t_interval, target_unit  # noqa: E402
-from ftcp.evaluation.mlp import TorchMLPRegressor, TrainConfig, regularized_mlp  # noqa: E402
-from ftcp.runtime import resolve_device  # noqa: E402
-from ftcp.evaluation.residual import (SklearnRegressor, base_predictions, hist_gradient_boosting,  # noqa: E402
-                                      residual_metrics, xgboost_regressor)
-from ftcp.evaluation.results import (add_common_arguments, apply_quick_caps, command_line,  # noqa: E402
-                                     provenance, regenerate_report, results_dir, ssl_dir_of, write_result)
-from ftcp.evaluation.timing import measure  # noqa: E402
+from ftcp import layout as L
+from ftcp.dataset import open_dataset
+from ftcp.errors import UserError, run_main
+from ftcp.evaluation import features as F
+from ftcp.evaluation import results as R
+from ftcp.evaluation.cli import regenerate_report
+from ftcp.evaluation.metrics import t_interval, target_unit
+from ftcp.evaluation.mlp import TorchMLPRegressor, TrainConfig, regularized_mlp
+from ftcp.evaluation.residual import (
+    SklearnRegressor,
+    base_predictions,
+    hist_gradient_boosting,
+    residual_metrics,
+    xgboost_regressor,
+)
+from ftcp.evaluation.timing import measure
+from ftcp.logs import configure
+from ftcp.runtime import resolve_device
 
 QUICK = {"n_all_cap": 2000, "test": 300, "group_pool": 300}     # sizes used by --quick
 QUICK_CAPS = {"seeds": 2, "group_seeds": 2, "folds": 2, "max_epochs": 5, "hgb_iter_scale": 0.02}
 
+log = logging.getLogger(__name__)
 
-def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+
+def parse_args(argv=None, prog: str | None = None):
+    p = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_common_arguments(p)
+    R.add_common_arguments(p)
     p.add_argument("--target", default="formation_energy", help="label column (default: %(default)s)")
     p.add_argument("--variants", default="sample,group",
                    help="sample (sample efficiency on a random split), group (formula-group residual "
@@ -90,7 +97,7 @@ def parse_args(argv=None):
     p.add_argument("--hgb-iter-scale", type=float, default=1.0,
                    help="multiply the gradient-boosting iteration counts (500 base / 300 residual)")
     args = p.parse_args(argv)
-    apply_quick_caps(args, QUICK_CAPS)
+    R.apply_quick_caps(args, QUICK_CAPS)
     return args
 
 
@@ -109,12 +116,17 @@ def model_factories(kind: str, seed: int, args, device, ftcp_cols: np.ndarray, s
         raise UserError(f"unknown model kind {kind!r} (mlp, xgb, hgb)")
     common = dict(lr=1e-3, batch_size=0, max_epochs=args.max_epochs, patience=args.patience, monitor="mse",
                   plateau_factor=0.5, plateau_patience=5)
-    base = lambda: TorchMLPRegressor(lambda d: regularized_mlp(d, (512, 256, 128), 0.5),
-                                     TrainConfig(weight_decay=0.01, **common), seed=seed, device=device,
-                                     init_width=L.N_VALUES, init_columns=ftcp_cols, clip=args.clip_z or None)
-    resid = lambda: TorchMLPRegressor(lambda d: regularized_mlp(d, (256, 128, 64), 0.5),
-                                      TrainConfig(weight_decay=0.02, **common), seed=seed, device=device,
-                                      init_width=L.SSL_DIM, init_columns=ssl_cols, clip=args.clip_z or None)
+
+    def base():
+        return TorchMLPRegressor(lambda d: regularized_mlp(d, (512, 256, 128), 0.5),
+                                 TrainConfig(weight_decay=0.01, **common), seed=seed, device=device,
+                                 init_width=L.N_VALUES, init_columns=ftcp_cols, clip=args.clip_z or None)
+
+    def resid():
+        return TorchMLPRegressor(lambda d: regularized_mlp(d, (256, 128, 64), 0.5),
+                                 TrainConfig(weight_decay=0.02, **common), seed=seed, device=device,
+                                 init_width=L.SSL_DIM, init_columns=ssl_cols, clip=args.clip_z or None)
+
     return base, resid
 
 
@@ -206,8 +218,8 @@ def sample_efficiency(ds, args, device, n_all: int, tables) -> list[dict]:
     top = max(sizes.values())
     needed = np.unique(np.concatenate([p[:top] for p in perms.values()]))
     data = load_rows(pool_part, test_part, pool_part.ids[needed], args.target, tables)
-    print(f"sample efficiency: pool {len(pool_part)}, test {len(test_part)}, sizes {sizes}; varying FTCP "
-          f"{len(data['ftcp_cols'])}, SSL tables {len(tables)}", flush=True)
+    log.info(f"sample efficiency: pool {len(pool_part)}, test {len(test_part)}, sizes {sizes}; varying FTCP "
+          f"{len(data['ftcp_cols'])}, SSL tables {len(tables)}")
     results = [{} for _ in tables]
     for kind in [b for b in args.bases.split(",") if b]:
         for f in fractions:
@@ -219,9 +231,9 @@ def sample_efficiency(ds, args, device, n_all: int, tables) -> list[dict]:
                     r["seed"] = args.seed + k
                     runs[t].append(r)
                 r = runs[0][-1]
-                print(f"  {kind} {f:g} % (n={sizes[f]}) seed {args.seed + k}: base R2 {r['base_test']['r2']:.4f}, "
+                log.info(f"  {kind} {f:g} % (n={sizes[f]}) seed {args.seed + k}: base R2 {r['base_test']['r2']:.4f}, "
                       f"SSL contribution {r['oof']['ssl_contribution']:+.4f}, dR2 {r['oof']['delta_r2']:+.4f} "
-                      f"({r['seconds']:.0f} s)", flush=True)
+                      f"({r['seconds']:.0f} s)")
             for t in range(len(tables)):
                 results[t][f"{kind}/{f:g}"] = {"model": kind, "fraction_of_all_pct": f, "n_labelled": sizes[f],
                                                "fraction_of_pool_pct": 100.0 * sizes[f] / len(pool_part),
@@ -231,7 +243,7 @@ def sample_efficiency(ds, args, device, n_all: int, tables) -> list[dict]:
              "n_all_materials": n_all, "n_pool": len(pool_part), "n_test": len(test_part),
              "n_dropped_unlabelled": {"pool": drop_pool, "test": drop_test}, "sizes": sizes,
              "nested": True, "n_varying_ftcp": len(data["ftcp_cols"]), "n_varying_ssl": len(table["ssl_cols"]),
-             "results": res} for table, res in zip(data["ssl"], results)]
+             "results": res} for table, res in zip(data["ssl"], results, strict=False)]
 
 
 def group_residual(ds, args, device, tables) -> list[dict]:
@@ -246,7 +258,7 @@ def group_residual(ds, args, device, tables) -> list[dict]:
         raise ValueError(f"the group split shares {len(shared)} formulas between train and test")
     groups = data["formulas"]
     rows = np.arange(len(data["ids"]))
-    print(f"group residual: pool {len(rows)}, test {len(test_part)}", flush=True)
+    log.info(f"group residual: pool {len(rows)}, test {len(test_part)}")
     results = [{} for _ in tables]
     for kind in [b for b in args.group_bases.split(",") if b]:
         runs = [[] for _ in tables]
@@ -255,8 +267,8 @@ def group_residual(ds, args, device, tables) -> list[dict]:
                 r["seed"] = args.seed + k
                 runs[t].append(r)
             r = runs[0][-1]
-            print(f"  {kind} seed {args.seed + k}: base R2 {r['base_test']['r2']:.4f}, SSL contribution "
-                  f"{r['oof']['ssl_contribution']:+.4f} ({r['seconds']:.0f} s)", flush=True)
+            log.info(f"  {kind} seed {args.seed + k}: base R2 {r['base_test']['r2']:.4f}, SSL contribution "
+                  f"{r['oof']['ssl_contribution']:+.4f} ({r['seconds']:.0f} s)")
         for t in range(len(tables)):
             results[t][kind] = {"model": kind, "runs": runs[t], "summary": summarise(runs[t])}
     return [{"variant": "group_residual", "split": args.group_split, "n_pool": len(rows), "n_test": len(test_part),
@@ -264,13 +276,15 @@ def group_residual(ds, args, device, tables) -> list[dict]:
              "n_dropped_unlabelled": {"pool": drop_pool, "test": drop_test},
              "n_varying_ftcp": len(data["ftcp_cols"]), "n_varying_ssl": len(table["ssl_cols"]),
              "folds": "GroupKFold over reduced formula (seeded group order); inner splits group-aware",
-             "results": res} for table, res in zip(data["ssl"], results)]
+             "results": res} for table, res in zip(data["ssl"], results, strict=False)]
 
 
-def main(argv=None) -> int:
-    args = parse_args(argv)
+def main(argv=None, prog: str | None = None) -> int:
+    """The scenario with these arguments (``prog``: the name its help and errors show); its exit status."""
+    configure()
+    args = parse_args(argv, prog)
     device = resolve_device(args.device)
-    tables = [open_dataset(args.data, d) for d in [ssl_dir_of(args)] + [Path(p) for p in args.also_ssl]]
+    tables = [open_dataset(args.data, d) for d in [R.ssl_dir_of(args)] + [Path(p) for p in args.also_ssl]]
     ds = tables[0]
     if args.target not in ds.label_names:
         raise UserError(f"target {args.target!r} not among {ds.label_names}")
@@ -279,7 +293,7 @@ def main(argv=None) -> int:
         raise UserError(f"the SSL directories need distinct folder names (results go under them): "
                         f"{[i['label'] for i in infos]}")
     if any(i["standin"] for i in infos):
-        print("WARNING: an SSL table is a marked STAND-IN, not SSL embeddings", flush=True)
+        log.warning("an SSL table is a marked STAND-IN, not SSL embeddings")
     settings = {k: getattr(args, k) for k in ("seeds", "group_seeds", "folds", "max_epochs", "patience", "bases",
                                                "group_bases", "fractions", "pool", "clip_z", "hgb_iter_scale")}
     settings["paired_with"] = [i["label"] for i in infos]      # these share every base model
@@ -290,9 +304,9 @@ def main(argv=None) -> int:
             raise UserError(f"unknown variant {v!r} (sample, group)")
         with measure(v) as total:
             outs = variants[v]()
-        for table, ssl, out in zip(tables, infos, outs):
-            prov = provenance(F.dataset_info(ds), args.seed, {"ssl": ssl, "device": str(device)},
-                              command=command_line(__file__, argv))
+        for table, ssl, out in zip(tables, infos, outs, strict=False):
+            prov = R.provenance(F.dataset_info(ds), args.seed, {"ssl": ssl, "device": str(device)},
+                                command=R.command_line(__file__, argv))
             leak = F.leak_check(table.ssl_dir, out.pop("test_ids"))
             tag = "" if out["variant"] != "sample_efficiency" else f"__pool-{args.pool}"
             tag += "__" + "+".join(b for b in (args.bases if v == "sample" else args.group_bases).split(",") if b)
@@ -305,7 +319,7 @@ def main(argv=None) -> int:
                                                                   "peak_anon_mb": total["peak_anon_mb"],
                                                                   "note": "all paired SSL tables together"},
                        "provenance": prov}
-            path = write_result(results_dir(args), 3, name, payload, run_label=ssl["label"])
+            path = R.write_result(R.results_dir(args), 3, name, payload, run_label=ssl["label"])
             print(f"scenario 3 {v} ({ssl['label']}) done in {total['wall_s']:.0f} s, peak RSS "
                   f"{total['peak_rss_mb']:.0f} MB -> {path}", flush=True)
     regenerate_report(args)

@@ -28,10 +28,10 @@ import torch
 from torch import nn
 
 from ftcp import layout as L
+from ftcp.elements import ELEMENT_SYMBOLS
 from ftcp.ssl import BarlowTwinsTask, ClassificationTask, Field, SSLBlock, TrainDefaults
 from ftcp.ssl import masking as M
 from ftcp.ssl.layers import projector
-from ftcp.elements import ELEMENT_SYMBOLS
 
 
 class ElementMatrixEncoder(nn.Module):

@@ -1,19 +1,21 @@
 """Train SSL Block 1 (Element Matrix), evaluate its pretext tasks, export its embeddings.
 
-    python SSL_Training/Block1_Element_Matrix/train_block1.py --data Data [--out DIR] [--device cpu] ...
-    torchrun --nproc_per_node=K SSL_Training/Block1_Element_Matrix/train_block1.py --data Data
+    ftcp ssl-train --block 1 --data Data [--out DIR] [--device auto] ...       # the same command
+    python SSL_Training/Block1_Element_Matrix/train_block1.py --data Data ...
+    torchrun --nproc_per_node=K -m ftcp ssl-train --block 1 --data Data
 
 The block itself (encoder, tasks, views) is in encoder.py; the engine is ftcp.ssl.
 """
+
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))   # the repo root, for `ftcp` without installing
+from ftcp.errors import run_main
+from ftcp.ssl.cli import block_script_main
 
-from encoder import BLOCK_CLASS  # noqa: E402
 
-from ftcp.errors import run_main  # noqa: E402
-from ftcp.ssl.cli import block_script_main  # noqa: E402
+def main(argv=None) -> dict:
+    return block_script_main(1, argv)
+
 
 if __name__ == "__main__":
-    sys.exit(run_main(lambda argv: block_script_main(BLOCK_CLASS(), argv)))
+    sys.exit(run_main(main))

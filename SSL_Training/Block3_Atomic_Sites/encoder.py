@@ -133,7 +133,8 @@ class AtomicSitesModel(nn.Module):
         d, e, w = cfg["d_model"], cfg["embed_dim"], cfg["head_width"]
         self.encoder = SiteEncoder(cfg)
         self.coord_head = nn.Sequential(nn.Linear(d + e, w), nn.GELU(), nn.Linear(w, 6))
-        self.pair_site, self.pair_partner, self.pair_global = nn.Linear(d, w), nn.Linear(d, w, bias=False), nn.Linear(e, w, bias=False)
+        self.pair_site = nn.Linear(d, w)
+        self.pair_partner, self.pair_global = nn.Linear(d, w, bias=False), nn.Linear(e, w, bias=False)
         self.pair_out = nn.Sequential(nn.GELU(), nn.Linear(w, w), nn.GELU(), nn.Linear(w, 1))
 
     def embed(self, inputs: dict) -> torch.Tensor:

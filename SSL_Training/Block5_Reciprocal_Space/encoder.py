@@ -120,7 +120,8 @@ class ReciprocalSpaceBlock(SSLBlock):
     def build_tasks(self):
         cfg = self.cfg
         return [RegressionTask("masked_kdistance", cfg["weight_kdistance"], n_groups=L.N_KPOINTS,
-                               group_names=[f"k{i}" for i in range(L.N_KPOINTS)], metric="nmse", units="1/Angstrom", min_std=1e-3),
+                               group_names=[f"k{i}" for i in range(L.N_KPOINTS)], metric="nmse", units="1/Angstrom",
+                               min_std=1e-3),
                 RegressionTask("lattice_from_spectrum", cfg["weight_lattice"], n_groups=6, group_names=PARAMETERS,
                                metric="nmse", units="ln(Angstrom) | degrees")]
 

@@ -92,7 +92,8 @@ class StructureFactorEncoder(nn.Module):
         part, w = e // 3, cfg["project_width"]
         # reciprocal: CNN over the map -> one token per k-point
         c1, c2, c3 = cfg["conv_channels"]
-        self.cnn = nn.Sequential(ConvBlock(2 + N_SLOTS, c1, (2, 1)), ConvBlock(c1, c2, (2, 1)), ConvBlock(c2, c3, (2, 1)))
+        self.cnn = nn.Sequential(ConvBlock(2 + N_SLOTS, c1, (2, 1)), ConvBlock(c1, c2, (2, 1)),
+                                 ConvBlock(c2, c3, (2, 1)))
         rows = math.ceil(math.ceil(math.ceil(N_P / 2) / 2) / 2)          # 92 -> 46 -> 23 -> 12 property rows
         self.column_embed = nn.Linear(c3 * rows, d)
         self.column_direct = nn.Linear(N_P + 1, d)     # lossless path: the column's own 92 values + visible flag
@@ -156,7 +157,8 @@ class StructureFactorModel(nn.Module):
         # the task standardises per k-point: a learned affine map per k-point
         self.column_gain = nn.Parameter(torch.ones(N_K))
         self.column_bias = nn.Parameter(torch.zeros(N_K))
-        self.row_part, self.row_slot, self.row_global = nn.Linear(d, w), nn.Linear(d, w, bias=False), nn.Linear(e, w, bias=False)
+        self.row_part = nn.Linear(d, w)
+        self.row_slot, self.row_global = nn.Linear(d, w, bias=False), nn.Linear(e, w, bias=False)
         self.row_out = nn.Sequential(nn.GELU(), nn.Linear(w, 1))
         self.projector = NN.projector(e, cfg["projector_width"])
 
@@ -264,8 +266,10 @@ class StructureFactorsBlock(SSLBlock):
         inputs, scale = self.encoder_inputs(views, props.repeat(3, 1, 1), visible, hidden)
         inputs.update(hidden_columns=col_idx, hidden_slot=hide_slot)
         hidden_values = sf.gather(2, col_idx[:, None, :].expand(-1, N_P, -1)).transpose(1, 2) / scale[:b, None, None]
-        targets = {"masked_structure_factors": {"value": hidden_values, "group": col_idx[..., None].expand(-1, -1, N_P)},
-                   "real_from_reciprocal": {"value": props.gather(2, hide_slot[:, None, None].expand(-1, N_P, 1))[..., 0],
+        hidden_props = props.gather(2, hide_slot[:, None, None].expand(-1, N_P, 1))[..., 0]
+        targets = {"masked_structure_factors": {"value": hidden_values,
+                                                "group": col_idx[..., None].expand(-1, -1, N_P)},
+                   "real_from_reciprocal": {"value": hidden_props,
                                             "group": torch.arange(N_P, device=dev).expand(b, -1)},
                    "augmentation_consistency": {"input1": inputs["sf"][b:2 * b], "input2": inputs["sf"][2 * b:]}}
         return inputs, targets

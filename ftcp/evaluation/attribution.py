@@ -20,10 +20,11 @@ value function ``v(S)(x) = mean_b f(x_S, b_{not S})`` over a background set; the
 from __future__ import annotations
 
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 
+from ..logs import progress_bar
 from .metrics import bootstrap_ci
 
 
@@ -43,10 +44,7 @@ def gradient_shap(model, background: np.ndarray, explain: np.ndarray, nsamples: 
     model = model.cpu().eval()
     bg = torch.as_tensor(np.ascontiguousarray(background), dtype=torch.float32)
     explainer = shap.GradientExplainer(model, bg)
-    chunks = range(0, len(explain), batch_size)
-    if progress:
-        from tqdm import tqdm
-        chunks = tqdm(chunks, desc="SHAP batches", leave=False)
+    chunks = progress_bar(range(0, len(explain), batch_size), progress, desc="SHAP batches", leave=False)
     out = []
     for s in chunks:
         xb = torch.as_tensor(np.ascontiguousarray(explain[s:s + batch_size]), dtype=torch.float32)
@@ -77,7 +75,10 @@ def share_summary(abs_mean: np.ndarray, ssl_cols: np.ndarray, n_ftcp: int, n_ssl
     share = ssl / total if total > 0 else float("nan")
     dim_share = n_ssl / (n_ftcp + n_ssl)
     dim_share_active = n_ssl / (n_ftcp_active + n_ssl)
-    per_dim = lambda n_f: (ssl / n_ssl) / (ftcp / n_f) if ftcp > 0 else float("inf")
+
+    def per_dim(n_f):
+        return (ssl / n_ssl) / (ftcp / n_f) if ftcp > 0 else float("inf")
+
     return {"ssl_share": share, "ftcp_share": 1 - share if total > 0 else float("nan"),
             "ssl_dim_share": dim_share, "enrichment_ratio": share / dim_share,
             "ssl_dim_share_active": dim_share_active,
@@ -93,7 +94,9 @@ def shap_share_ci(values: np.ndarray, ssl_cols: np.ndarray, n_ftcp: int, n_ssl: 
     absv = np.abs(np.asarray(values, dtype=np.float64))
     out = {}
     for key in ("ssl_share", "enrichment_ratio", "enrichment_ratio_active", "per_dim_ratio_upstream"):
-        stat = lambda a, key=key: share_summary(a.mean(axis=0), ssl_cols, n_ftcp, n_ssl, n_ftcp_active)[key]
+        def stat(a, key=key):
+            return share_summary(a.mean(axis=0), ssl_cols, n_ftcp, n_ssl, n_ftcp_active)[key]
+
         out[key] = bootstrap_ci(absv, stat, n_boot=n_boot, seed=seed)
     return out
 
@@ -173,10 +176,7 @@ def mlp_group_values(model, x: np.ndarray, background: np.ndarray, groups: list[
     bx = torch.stack([bt[:, torch.as_tensor(g, device=device)] @ w[:, torch.as_tensor(g, device=device)].T
                       for g in groups])                                  # (G, m, h)
     tail = tail.to(device).double().eval()
-    masks = range(1 << len(groups))
-    if progress:
-        from tqdm import tqdm
-        masks = tqdm(masks, desc="group Shapley coalitions", leave=False)
+    masks = progress_bar(range(1 << len(groups)), progress, desc="group Shapley coalitions", leave=False)
     values = {}
     with torch.no_grad():
         for mask in masks:

@@ -18,6 +18,10 @@ import sys
 import numpy as np
 
 from .. import layout as L
+from ..io_utils import add_data_argument
+from . import features as F
+from .linear import DEFAULT_ALPHAS, array_chunks, evaluate_suite
+from .results import provenance, results_dir, ssl_dir_of, write_result
 
 log = logging.getLogger(__name__)
 
@@ -36,9 +40,6 @@ def column_groups() -> dict[str, np.ndarray]:
 
 def probe_split(ds, split: str, targets: list[str], alphas) -> dict:
     """Test metrics of OLS and RidgeCV on every column group for one split (see the module docstring)."""
-    from . import features as F
-    from .linear import array_chunks, evaluate_suite
-
     train, y_tr, _ = F.labelled(ds.part(split, "train"), targets)
     test, y_te, _ = F.labelled(ds.part(split, "test"), targets)
     x_tr, x_te = np.asarray(train.ssl_features()), np.asarray(test.ssl_features())
@@ -60,10 +61,7 @@ def probe_split(ds, split: str, targets: list[str], alphas) -> dict:
 
 
 def run(args) -> int:
-    from ..dataset import open_dataset
-    from . import features as F
-    from .linear import DEFAULT_ALPHAS
-    from .results import provenance, results_dir, ssl_dir_of, write_result
+    from ..dataset import open_dataset  # pandas: not loaded while the ftcp parser is built
 
     ds = open_dataset(args.data, ssl_dir_of(args))
     targets = F.resolve_targets(ds, args.target)
@@ -80,12 +78,12 @@ def run(args) -> int:
 
 
 def register_cli(subparsers) -> None:
-    from ..io_utils import add_data_argument
-
     p = subparsers.add_parser("probe", help="linear probes of an SSL table per block and leaving one block out")
     add_data_argument(p)
     p.add_argument("--ssl", metavar="DIR", default=None, help="SSL directory (default <data>/SSL)")
-    p.add_argument("--split", default="10", help="split(s): 10, 20, ..., a split name or all (default: 10)")
-    p.add_argument("--target", default="all", help="label column(s), comma list, or all (default: all)")
+    p.add_argument("--split", metavar="SPLIT", default="10",
+                   help="split(s): 10, 20, ..., a split name or all (default: 10)")
+    p.add_argument("--target", metavar="NAMES", default="all",
+                   help="label column(s), comma list, or all (default: all)")
     p.add_argument("--out", metavar="DIR", default=None, help="results folder (default <data>/Results)")
     p.set_defaults(func=lambda a: run(a))

@@ -24,8 +24,8 @@ import json
 import re
 from pathlib import Path
 
-from ..io_utils import atomic_write_text, json_dumps
 from ..errors import UserError
+from ..io_utils import atomic_write_text, json_dumps
 
 RESULT_KINDS = ("scenario1", "scenario2", "scenario3", "probes")
 SSL_RUN_FILES = ("ssl_run.json", "ssl_features.json", "pretext_tasks.json", "train_all_summary.json")

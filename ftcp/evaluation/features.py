@@ -18,7 +18,9 @@ from pathlib import Path
 import numpy as np
 
 from .. import layout as L
-from ..io_utils import atomic_write_json, read_json_if_exists, sha256_file
+from ..io_utils import atomic_save_npz, atomic_write_json, read_json_if_exists, sha256_file
+from ..logs import progress_bar
+from ..ssl.data import SPLIT_FILE, ssl_seen_ids
 from .linear import ChunkSource, array_chunks
 
 #: Written next to stand-in SSL features; every result made from them carries this flag.
@@ -129,8 +131,6 @@ def leak_check(ssl_dir, test_ids) -> dict:
 
     0 means the scenario ran under the inductive protocol; anything else is transductive.
     """
-    from ..ssl.data import SPLIT_FILE, ssl_seen_ids
-
     path = Path(ssl_dir) / SPLIT_FILE
     split = read_json_if_exists(path)
     if split is None:
@@ -199,8 +199,6 @@ def write_standin_ssl(root, seed: int = 0, dim: int = L.SSL_DIM, chunk_size: int
     must never be reported as SSL results.  Rows are written in a shuffled ID order so
     that every consumer has to join by ID.
     """
-    from tqdm import tqdm
-
     from ..dataset import open_dataset
 
     ds = open_dataset(root)
@@ -208,7 +206,8 @@ def write_standin_ssl(root, seed: int = 0, dim: int = L.SSL_DIM, chunk_size: int
     n = len(ds.ids)
     s1 = np.zeros(L.N_VALUES)
     s2 = np.zeros(L.N_VALUES)
-    for _, x in tqdm(part.iter_ftcp(chunk_size, flat=True), total=-(-n // chunk_size), desc="stand-in stats"):
+    for _, x in progress_bar(part.iter_ftcp(chunk_size, flat=True), total=-(-n // chunk_size),
+                             desc="stand-in stats"):
         x = x.astype(np.float64)
         s1 += x.sum(0)
         s2 += (x * x).sum(0)
@@ -221,7 +220,8 @@ def write_standin_ssl(root, seed: int = 0, dim: int = L.SSL_DIM, chunk_size: int
     ids_out = ds.ids[order]
     pos_of = {m: i for i, m in enumerate(ids_out)}
     out = np.empty((n, dim), dtype=np.float32)
-    for ids, x in tqdm(part.iter_ftcp(chunk_size, flat=True), total=-(-n // chunk_size), desc="stand-in projection"):
+    for ids, x in progress_bar(part.iter_ftcp(chunk_size, flat=True), total=-(-n // chunk_size),
+                               desc="stand-in projection"):
         z = np.clip((x[:, active].astype(np.float64) - mean[active]) / std[active], -10, 10)
         pos = np.fromiter((pos_of[m] for m in ids), dtype=np.int64, count=len(ids))
         out[pos] = np.tanh(3.0 * z @ proj).astype(np.float32)
@@ -257,8 +257,8 @@ def magpie_table(part, cache_dir, progress: bool = True) -> dict:
     if cache.exists():
         z = np.load(cache, allow_pickle=False)
         names = list(z["names"])
-        known = dict(zip(z["formulas"].tolist(), z["x"]))
-        failed = dict(zip(z["failed_formulas"].tolist(), z["failed_reasons"].tolist()))
+        known = dict(zip(z["formulas"].tolist(), z["x"], strict=False))
+        failed = dict(zip(z["failed_formulas"].tolist(), z["failed_reasons"].tolist(), strict=False))
     todo = sorted(set(formulas) - set(known) - set(failed))
     if todo:
         import warnings
@@ -270,11 +270,7 @@ def magpie_table(part, cache_dir, progress: bool = True) -> dict:
             warnings.simplefilter("ignore")
             featurizer = ElementProperty.from_preset("magpie", impute_nan=False)
             names = featurizer.feature_labels()
-            it = todo
-            if progress:
-                from tqdm import tqdm
-                it = tqdm(todo, desc="Magpie features")
-            for f in it:
+            for f in progress_bar(todo, progress, desc="Magpie features"):
                 try:
                     v = np.asarray(featurizer.featurize(Composition(f)), dtype=np.float64)
                 except Exception as exc:   # record, never crash deep inside matminer
@@ -284,17 +280,14 @@ def magpie_table(part, cache_dir, progress: bool = True) -> dict:
                     failed[f] = f"non-finite Magpie values in {int((~np.isfinite(v)).sum())} features"
                     continue
                 known[f] = v
-        cache_dir.mkdir(parents=True, exist_ok=True)
         keys = sorted(known)
-        tmp = cache.with_suffix(".tmp.npz")
-        np.savez(tmp, formulas=np.array(keys, dtype=str),
-                 x=np.array([known[k] for k in keys]).reshape(len(keys), -1),
-                 names=np.array(names, dtype=str),
-                 failed_formulas=np.array(sorted(failed), dtype=str),
-                 failed_reasons=np.array([failed[k] for k in sorted(failed)], dtype=str))
-        tmp.replace(cache)
+        atomic_save_npz(cache, formulas=np.array(keys, dtype=str),
+                        x=np.array([known[k] for k in keys]).reshape(len(keys), -1),
+                        names=np.array(names, dtype=str),
+                        failed_formulas=np.array(sorted(failed), dtype=str),
+                        failed_reasons=np.array([failed[k] for k in sorted(failed)], dtype=str))
     ok = np.array([f in known for f in formulas], dtype=bool)
     x = np.array([known[f] for f in formulas[ok]]).reshape(int(ok.sum()), -1)
-    failures = [(m, f, failed.get(f, "no formula")) for m, f in zip(part.ids[~ok], formulas[~ok])]
+    failures = [(m, f, failed.get(f, "no formula")) for m, f in zip(part.ids[~ok], formulas[~ok], strict=False)]
     return {"ids": part.ids[ok], "x": x, "names": list(names or []), "failures": failures,
             "formula_set_sha256": hashlib.sha256("\n".join(sorted(set(formulas))).encode()).hexdigest()}

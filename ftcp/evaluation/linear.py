@@ -49,8 +49,8 @@ float64 with block_rows = max(16384, 2p), R, and the SVD's U, V and workspace: a
 """
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
@@ -364,8 +364,7 @@ def evaluate_suite(train_source: ChunkSource, train_ids, y_train, test_source: C
     "models": {name: {"spec", "train": [metrics per target], "test": [...],
     "test_pred": (n_test, t)}}, "ridgecv": {...}, "ols_sweep": [...], "test_max_abs_z": (n_test,)}.
     """
-    from .metrics import regression_metrics
-
+    from .metrics import regression_metrics  # it loads the demo-target units (pandas, pymatgen): not at parser build
     y_train, y_test = _as_2d(y_train), _as_2d(y_test)
     t = y_train.shape[1]
     fit = fit_linear(train_source, train_ids, y_train, cond=cond)

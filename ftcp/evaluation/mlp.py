@@ -26,12 +26,14 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..logs import progress_bar
 from ..runtime import seed_everything
+from .linear import constant_columns
 
 
 def hybrid_mlp(in_dim: int, hidden=(512, 256, 128), dropout=(0.2, 0.2, 0.1)) -> nn.Sequential:
     layers, prev = [], in_dim
-    for width, p in zip(hidden, dropout):
+    for width, p in zip(hidden, dropout, strict=False):
         layers += [nn.Linear(prev, width), nn.ReLU(), nn.Dropout(p)]
         prev = width
     layers.append(nn.Linear(prev, 1))
@@ -131,10 +133,7 @@ def train_regressor(model: nn.Module, x_train, y_train, x_val, y_val, config: Tr
     sign = 1.0 if config.monitor == "r2" else -1.0
     best, best_state, best_epoch, since = -math.inf, None, -1, 0
     history = []
-    epochs = range(config.max_epochs)
-    if progress:
-        from tqdm import tqdm
-        epochs = tqdm(epochs, desc="epochs", leave=False)
+    epochs = progress_bar(range(config.max_epochs), progress, desc="epochs", leave=False)
     n = len(xt)
     for epoch in epochs:
         net.train()
@@ -192,8 +191,6 @@ def column_standardiser(x: np.ndarray, chunk_size: int = 4096) -> tuple[np.ndarr
     gets scale ``inf``, so ``(x - mean) / scale`` is 0 for it on every row, including rows it was
     not fitted on.  (StandardScaler's scale 1 passes a test-only deviation through unscaled, and
     a float-noise column's tiny std turns it into z ~ 1e16: MLP R2 of -1e27 on small data.)"""
-    from .linear import constant_columns
-
     n = len(x)
     s1 = np.zeros(x.shape[1])
     lo = np.full(x.shape[1], np.inf)

@@ -4,11 +4,16 @@ Sources: DESIGN.md section 1 (the paper's claims), upstream_code_notes.md sectio
 (numbers in upstream's README and figures) and DESIGN.md section 7 (anchors measured on
 mp_36k by the project).  Each entry: value, unit, and where it was published.
 """
+
 from __future__ import annotations
 
 PAPER = {
     # ---- Scenario 1: linear regression, random splits -----------------------------------
-    "s1.ssl_ols_fe_rmse_all_splits": (0.826, "eV/atom", "README: SSL + LR formation-energy RMSE 'across all data splits'"),
+    "s1.ssl_ols_fe_rmse_all_splits": (
+        0.826,
+        "eV/atom",
+        "README: SSL + LR formation-energy RMSE 'across all data splits'",
+    ),
     "s1.ssl_ols_fe_rmse_90_10": (0.835, "eV/atom", "PCA_Results.png, 90/10"),
     "s1.ssl_ols_bg_rmse_90_10": (1.299, "eV", "PCA_Results.png, 90/10"),
     "s1.ftcp_ols_fe_rmse_90_10": (37108.0, "eV/atom", "PCA_Results.png, OLS on 25,200-d FTCP"),
@@ -52,11 +57,16 @@ PAPER = {
 
 #: Project anchors on mp_36k (DESIGN section 7): random 90/10 split, seed 42, test RMSE.
 DESIGN_ANCHORS = {
-    ("mean", "formation_energy"): 1.140, ("mean", "band_gap"): 1.733,
-    ("ftcp_ols", "formation_energy"): 2e4, ("ftcp_ols", "band_gap"): 1.6e5,
-    ("ftcp_ridge1000", "formation_energy"): 0.460, ("ftcp_ridge1000", "band_gap"): 1.085,
-    ("magpie_ridge", "formation_energy"): 0.367, ("magpie_ridge", "band_gap"): 1.144,
-    ("paper_ssl_ols", "formation_energy"): 0.826, ("paper_ssl_ols", "band_gap"): 1.299,
+    ("mean", "formation_energy"): 1.140,
+    ("mean", "band_gap"): 1.733,
+    ("ftcp_ols", "formation_energy"): 2e4,
+    ("ftcp_ols", "band_gap"): 1.6e5,
+    ("ftcp_ridge1000", "formation_energy"): 0.460,
+    ("ftcp_ridge1000", "band_gap"): 1.085,
+    ("magpie_ridge", "formation_energy"): 0.367,
+    ("magpie_ridge", "band_gap"): 1.144,
+    ("paper_ssl_ols", "formation_energy"): 0.826,
+    ("paper_ssl_ols", "band_gap"): 1.299,
 }
 
 

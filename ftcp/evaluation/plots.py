@@ -5,6 +5,7 @@ orders of magnitude), no broken axes, units on every axis, error bars are the in
 stored in the JSON (their kind is written in the caption).  The paper's numbers are drawn
 as open markers beside ours.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -27,7 +28,7 @@ def _plt():
 def _save(fig, path: Path, note: str | None = None) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
-    if note:       # e.g. "SYNTHETIC demo data - not DFT", on every figure of such a report
+    if note:  # e.g. "SYNTHETIC demo data - not DFT", on every figure of such a report
         fig.subplots_adjust(bottom=fig.subplotpars.bottom + 0.06)
         fig.text(0.5, 0.01, note, ha="center", va="bottom", fontsize=8, color="firebrick", weight="bold")
     fig.savefig(path, dpi=130)
@@ -46,7 +47,8 @@ PROTO_STYLE = {"transductive": dict(ls="-", marker="o"), "inductive": dict(ls="-
 
 def feature_label(f: str) -> str:
     return {"none": "no features", "ftcp": "FTCP 25,200-d", "ssl": "SSL 2,048-d", "magpie": "Magpie"}.get(
-        f, f.replace("ftcp_pca", "FTCP PCA-"))
+        f, f.replace("ftcp_pca", "FTCP PCA-")
+    )
 
 
 def _feat_color(f: str) -> str:
@@ -70,35 +72,56 @@ def s1_pca_comparison(s1: dict, R, pub: dict, paper: dict, path: Path, note: str
         return None
     plt = _plt()
     fig, axes = plt.subplots(1, len(slots), figsize=(7.6 * len(slots), 5.0), squeeze=False)
-    paper_keys = {"formation_energy": {("ftcp", "ols"): "s1.ftcp_ols_fe_rmse_90_10",
-                                       ("pca", "pca_ols"): "s1.ftcp_pca_ols_fe_rmse_90_10",
-                                       ("ssl", "ols"): "s1.ssl_ols_fe_rmse_90_10"},
-                  "band_gap": {("ftcp", "ols"): "s1.ftcp_ols_bg_rmse_90_10",
-                               ("pca", "pca_ols"): "s1.ftcp_pca_ols_bg_rmse_90_10",
-                               ("ssl", "ols"): "s1.ssl_ols_bg_rmse_90_10"}}
-    for ax, (t, slot) in zip(axes[0], slots):
-        bars = []      # (label, value, color, paper key)
+    paper_keys = {
+        "formation_energy": {
+            ("ftcp", "ols"): "s1.ftcp_ols_fe_rmse_90_10",
+            ("pca", "pca_ols"): "s1.ftcp_pca_ols_fe_rmse_90_10",
+            ("ssl", "ols"): "s1.ssl_ols_fe_rmse_90_10",
+        },
+        "band_gap": {
+            ("ftcp", "ols"): "s1.ftcp_ols_bg_rmse_90_10",
+            ("pca", "pca_ols"): "s1.ftcp_pca_ols_bg_rmse_90_10",
+            ("ssl", "ols"): "s1.ssl_ols_bg_rmse_90_10",
+        },
+    }
+    for ax, (t, slot) in zip(axes[0], slots, strict=False):
+        bars = []  # (label, value, color, paper key)
         src = slot["base"] or next(iter(slot["ssl"].values()), None)
         for r in (src or {}).get("rows", []):
             if r["features"] in ("ssl",) or r["test"]["rmse"] is None:
                 continue
             f = "pca" if r["features"].startswith("ftcp_pca") else r["features"]
-            bars.append((f"{feature_label(r['features'])}\n{r['label']}", r["test"]["rmse"], _feat_color(r["features"]),
-                         (f, r["model"])))
+            bars.append(
+                (
+                    f"{feature_label(r['features'])}\n{r['label']}",
+                    r["test"]["rmse"],
+                    _feat_color(r["features"]),
+                    (f, r["model"]),
+                )
+            )
         shown = [run for run in pub.values() if run]
-        shown += sorted({R.runs[lab] for lab in slot["ssl"] if lab in R.runs and not R.runs[lab].trained},
-                        key=lambda r: (r.protocol, r.seed or 0))[:1]
+        shown += sorted(
+            {R.runs[lab] for lab in slot["ssl"] if lab in R.runs and not R.runs[lab].trained},
+            key=lambda r: (r.protocol, r.seed or 0),
+        )[:1]
         for run in shown:
             d = slot["ssl"].get(run.label)
             for model, name in (("ols", "OLS"), ("ridgecv", "RidgeCV (LOO)")):
-                row = next((x for x in (d or {}).get("rows", []) if x["features"] == "ssl" and x["model"] == model), None)
+                row = next(
+                    (x for x in (d or {}).get("rows", []) if x["features"] == "ssl" and x["model"] == model), None
+                )
                 if row:
-                    bars.append((f"{_ssl_label(run)}\n{name}", row["test"]["rmse"],
-                                 "#e6550d" if run.trained else "#fdae6b",
-                                 ("ssl", "ols") if run.trained and model == "ols" else None))
+                    bars.append(
+                        (
+                            f"{_ssl_label(run)}\n{name}",
+                            row["test"]["rmse"],
+                            "#e6550d" if run.trained else "#fdae6b",
+                            ("ssl", "ols") if run.trained and model == "ols" else None,
+                        )
+                    )
         x = np.arange(len(bars))
         ax.bar(x, [b[1] for b in bars], color=[b[2] for b in bars])
-        for xi, b in zip(x, bars):
+        for xi, b in zip(x, bars, strict=False):
             ax.annotate(f"{b[1]:.3g}", (xi, b[1]), ha="center", va="bottom", fontsize=7)
             key = paper_keys.get(t, {}).get(b[3]) if b[3] else None
             if key and key in paper:
@@ -106,8 +129,10 @@ def s1_pca_comparison(s1: dict, R, pub: dict, paper: dict, path: Path, note: str
         ax.set_yscale("log")
         ax.set_xticks(x, [b[0] for b in bars], rotation=60, ha="right", fontsize=7)
         ax.set_ylabel(f"test RMSE ({(src or {}).get('unit') or 'unitless'}, log scale)")
-        ax.set_title(f"{_pretty_target(t)}, random_10 ({(src or {}).get('n_train')} train / {(src or {}).get('n_test')} "
-                     "test)", fontsize=9)
+        ax.set_title(
+            f"{_pretty_target(t)}, random_10 ({(src or {}).get('n_train')} train / {(src or {}).get('n_test')} test)",
+            fontsize=9,
+        )
         handles, hl = ax.get_legend_handles_labels()
         if hl:
             ax.legend(handles[:1], hl[:1], fontsize=7, loc="upper right")
@@ -127,10 +152,18 @@ def s1_ols_sweep(results: list[dict], path: Path, note: str | None = None) -> Pa
         conds = [s["cond"] for s in sw]
         rmse = [s["test"]["rmse"] for s in sw]
         a1.plot(conds, rmse, "o-", label=f"{_pretty_target(t)} ({r.get('unit')})")
-        if k == 0:       # the rank depends on the design only: the same for every target, written once
-            for c, s in zip(conds, sw):
-                a1.annotate(f"rank {s['rank']}", (c, 0.0), xycoords=("data", "axes fraction"), fontsize=6,
-                            xytext=(0, 4), textcoords="offset points", ha="center", color="dimgrey")
+        if k == 0:  # the rank depends on the design only: the same for every target, written once
+            for c, s in zip(conds, sw, strict=False):
+                a1.annotate(
+                    f"rank {s['rank']}",
+                    (c, 0.0),
+                    xycoords=("data", "axes fraction"),
+                    fontsize=6,
+                    xytext=(0, 4),
+                    textcoords="offset points",
+                    ha="center",
+                    color="dimgrey",
+                )
     a1.set_xscale("log")
     a1.set_yscale("log")
     a1.set_xlabel("OLS cutoff: singular values <= cond x s_max treated as zero")
@@ -144,8 +177,11 @@ def s1_ols_sweep(results: list[dict], path: Path, note: str | None = None) -> Pa
         a2.semilogy(np.arange(1, len(sv) + 1), np.maximum(sv, 1e-20), lw=1)
         a2.set_xlabel("index (descending)")
         a2.set_ylabel("singular value / largest (log scale)")
-        a2.set_title(f"singular values of the standardised FTCP design\n({res[0]['feature_sets']['ftcp']['n_active']} "
-                     f"non-constant of 25,200 columns, {res[0]['n_train']} rows)", fontsize=9)
+        a2.set_title(
+            f"singular values of the standardised FTCP design\n({res[0]['feature_sets']['ftcp']['n_active']} "
+            f"non-constant of 25,200 columns, {res[0]['n_train']} rows)",
+            fontsize=9,
+        )
     return _save(fig, path, note)
 
 
@@ -158,27 +194,56 @@ def s1_splits(s1: dict, R, pub: dict, path: Path, note: str | None = None) -> Pa
         return None
     plt = _plt()
     fig, axes = plt.subplots(1, len(targets), figsize=(6.2 * len(targets), 4.3), squeeze=False)
-    for ax, t in zip(axes[0], targets):
-        splits = sorted((s for (tt, s) in s1 if tt == t and s.startswith("random_")), key=lambda s: int(s.split("_")[-1]))
+    for ax, t in zip(axes[0], targets, strict=False):
+        splits = sorted(
+            (s for (tt, s) in s1 if tt == t and s.startswith("random_")), key=lambda s: int(s.split("_")[-1])
+        )
         pct = [int(s.split("_")[-1]) for s in splits]
         series = []
         for f, m, lab in (("ftcp", "ridgecv", "FTCP RidgeCV"), ("magpie", "ridgecv", "Magpie RidgeCV")):
-            vals = [next((r["test"]["rmse"] for r in ((s1[(t, s)]["base"] or {}).get("rows") or [])
-                          if r["features"] == f and r["model"] == m), None) for s in splits]
+            vals = [
+                next(
+                    (
+                        r["test"]["rmse"]
+                        for r in ((s1[(t, s)]["base"] or {}).get("rows") or [])
+                        if r["features"] == f and r["model"] == m
+                    ),
+                    None,
+                )
+                for s in splits
+            ]
             if any(v is not None for v in vals):
                 series.append((lab, vals, dict(color=_feat_color(f), ls=":", marker="^")))
         runs = [run for run in pub.values() if run]
-        randoms = sorted({R.runs[lab] for (tt, s), slot in s1.items() if tt == t for lab in slot["ssl"]
-                          if lab in R.runs and not R.runs[lab].trained}, key=lambda r: (r.protocol, r.seed or 0))
+        randoms = sorted(
+            {
+                R.runs[lab]
+                for (tt, s), slot in s1.items()
+                if tt == t
+                for lab in slot["ssl"]
+                if lab in R.runs and not R.runs[lab].trained
+            },
+            key=lambda r: (r.protocol, r.seed or 0),
+        )
         for run in runs + randoms[:1]:
-            vals = [next((r["test"]["rmse"] for r in (s1[(t, s)]["ssl"].get(run.label) or {}).get("rows", [])
-                          if r["features"] == "ssl" and r["model"] == "ols"), None) for s in splits]
+            vals = [
+                next(
+                    (
+                        r["test"]["rmse"]
+                        for r in (s1[(t, s)]["ssl"].get(run.label) or {}).get("rows", [])
+                        if r["features"] == "ssl" and r["model"] == "ols"
+                    ),
+                    None,
+                )
+                for s in splits
+            ]
             style = dict(PROTO_STYLE.get(run.protocol, {}), color="#e6550d" if run.trained else "#fdae6b")
             series.append((f"{_ssl_label(run)} OLS", vals, style))
         for lab, vals, style in series:
             ax.plot(pct, [np.nan if v is None else v for v in vals], label=lab, **style)
-        unit = next((sl["base"] or next(iter(sl["ssl"].values()), {})).get("unit") for (tt, _), sl in s1.items()
-                    if tt == t)
+        unit = next(
+            (sl["base"] or next(iter(sl["ssl"].values()), {})).get("unit") for (tt, _), sl in s1.items() if tt == t
+        )
         ax.set_xlabel("test share of the random split (%)")
         ax.set_ylabel(f"test RMSE ({unit or 'unitless'})")
         ax.set_xticks(pct)
@@ -202,18 +267,31 @@ def block_probes(R, path: Path, note: str | None = None) -> Path | None:
     plt = _plt()
     fig, axes = plt.subplots(1, 2, figsize=(13, 4.2))
     width = 0.8 / max(1, len(groups))
-    for ax, (t, unit) in zip(axes, (("formation_energy", "eV/atom"), ("band_gap", "eV"))):
+    for ax, (t, unit) in zip(axes, (("formation_energy", "eV/atom"), ("band_gap", "eV")), strict=False):
         for k, (name, ds) in enumerate(sorted(groups.items())):
             means, errs = [], []
             for c in cols:
-                v = [r["test"]["rmse"] for d in ds for r in d["rows"] if r["columns"] == c and r["model"] == "ols"
-                     and r["target"] == t]
+                v = [
+                    r["test"]["rmse"]
+                    for d in ds
+                    for r in d["rows"]
+                    if r["columns"] == c and r["model"] == "ols" and r["target"] == t
+                ]
                 means.append(np.mean(v) if v else np.nan)
                 errs.append(np.std(v, ddof=1) if len(v) > 1 else 0.0)
             x = np.arange(len(cols)) + (k - (len(groups) - 1) / 2) * width
-            ax.bar(x, means, width, yerr=errs, capsize=2, label=f"{name} ({len(ds)} runs)",
-                   color="#e6550d" if name.startswith("trained") else "#fdae6b",
-                   hatch="" if name.startswith("trained") else "//", edgecolor="black", linewidth=0.4)
+            ax.bar(
+                x,
+                means,
+                width,
+                yerr=errs,
+                capsize=2,
+                label=f"{name} ({len(ds)} runs)",
+                color="#e6550d" if name.startswith("trained") else "#fdae6b",
+                hatch="" if name.startswith("trained") else "//",
+                edgecolor="black",
+                linewidth=0.4,
+            )
         ax.set_xticks(np.arange(len(cols)), cols, fontsize=8)
         ax.set_ylabel(f"OLS test RMSE ({unit})")
         ax.set_ylim(bottom=0)
@@ -231,8 +309,12 @@ def s2_figure(items: dict, paper: dict, path: Path, standin: bool, note: str | N
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(13, 4.9))
     first = next(iter(items.values()))
     t = first["target"]
-    keys = [(m, s) for m in ("mlp", "rf") for s in ("ftcp", "ssl", "hybrid")
-            if any(f"{m}.{s}.r2" in d["summary"] for d in items.values())]
+    keys = [
+        (m, s)
+        for m in ("mlp", "rf")
+        for s in ("ftcp", "ssl", "hybrid")
+        if any(f"{m}.{s}.r2" in d["summary"] for d in items.values())
+    ]
     n = len(items)
     h = 0.8 / max(1, n)
     for k, ((label, _, _), d) in enumerate(items.items()):
@@ -240,9 +322,18 @@ def s2_figure(items: dict, paper: dict, path: Path, standin: bool, note: str | N
         y = np.arange(len(keys)) + (k - (n - 1) / 2) * h
         vals = [sm.get(f"{m}.{s}.r2", {}).get("mean", np.nan) for m, s in keys]
         errs = [_half(sm[f"{m}.{s}.r2"]) if f"{m}.{s}.r2" in sm else 0 for m, s in keys]
-        a1.barh(y, vals, h, xerr=errs, capsize=2, label=f"{d['protocol']} ({label})",
-                color="#3182bd" if d["protocol"] == "transductive" else "#9ecae1", edgecolor="black", linewidth=0.4,
-                hatch="" if d["protocol"] == "transductive" else "//")
+        a1.barh(
+            y,
+            vals,
+            h,
+            xerr=errs,
+            capsize=2,
+            label=f"{d['protocol']} ({label})",
+            color="#3182bd" if d["protocol"] == "transductive" else "#9ecae1",
+            edgecolor="black",
+            linewidth=0.4,
+            hatch="" if d["protocol"] == "transductive" else "//",
+        )
     labelled = False
     for i, (m, s) in enumerate(keys):
         pv = paper.get(f"s2.r2.{s}_{m}") if t == "formation_energy" else None
@@ -255,16 +346,28 @@ def s2_figure(items: dict, paper: dict, path: Path, standin: bool, note: str | N
     a1.set_xlabel("test R2 (mean over seeds, 95 % t-interval; the axis starts above 0)")
     a1.set_title(f"{_pretty_target(t)}, formula-group split" + (" — SSL = STAND-IN" if standin else ""), fontsize=9)
     a1.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=3, frameon=False)
-    shares = [("shap.ssl_share", "SHAP (GradientExplainer)"), ("group_shapley.2_players.ssl_share", "group Shapley, 2"),
-              ("group_shapley.block_players.ssl_share", "group Shapley, blocks + SSL"), ("rf_mdi.ssl_share", "forest MDI")]
+    shares = [
+        ("shap.ssl_share", "SHAP (GradientExplainer)"),
+        ("group_shapley.2_players.ssl_share", "group Shapley, 2"),
+        ("group_shapley.block_players.ssl_share", "group Shapley, blocks + SSL"),
+        ("rf_mdi.ssl_share", "forest MDI"),
+    ]
     shares = [(k, lab) for k, lab in shares if any(k in d["summary"] for d in items.values())]
-    for k, ((label, _, _), d) in enumerate(items.items()):
+    for k, d in enumerate(items.values()):
         y = np.arange(len(shares)) + (k - (n - 1) / 2) * h
         sm = d["summary"]
-        a2.barh(y, [100 * sm.get(key, {}).get("mean", np.nan) for key, _ in shares], h,
-                xerr=[100 * _half(sm[key]) if key in sm else 0 for key, _ in shares], capsize=2,
-                color="#e6550d" if d["protocol"] == "transductive" else "#fdae6b", edgecolor="black", linewidth=0.4,
-                hatch="" if d["protocol"] == "transductive" else "//", label=d["protocol"])
+        a2.barh(
+            y,
+            [100 * sm.get(key, {}).get("mean", np.nan) for key, _ in shares],
+            h,
+            xerr=[100 * _half(sm[key]) if key in sm else 0 for key, _ in shares],
+            capsize=2,
+            color="#e6550d" if d["protocol"] == "transductive" else "#fdae6b",
+            edgecolor="black",
+            linewidth=0.4,
+            hatch="" if d["protocol"] == "transductive" else "//",
+            label=d["protocol"],
+        )
     if shares:
         a2.set_yticks(np.arange(len(shares)), [lab for _, lab in shares])
         dim = 100 * 2048 / (25200 + 2048)
@@ -298,34 +401,53 @@ def s3_figure(items: dict, paper: dict, path: Path, standin: bool, note: str | N
     colors = {"mlp": "#e6550d", "xgb": "#3182bd", "hgb": "#31a354"}
     names = {"mlp": "RegularizedMLP", "xgb": "XGBoost", "hgb": "HistGradientBoosting"}
     t = next(iter(items.values()))["target"]
-    for ax, pool in zip(axes[0], pools):
+    for ax, pool in zip(axes[0], pools, strict=False):
         k = 0
-        for (label, _, _, p), d in items.items():
+        for (_label, _, _, p), d in items.items():
             if p != pool:
                 continue
             for m in sorted({v["model"] for v in d["results"].values()}):
-                pts = sorted((v for v in d["results"].values() if v["model"] == m), key=lambda v: v["fraction_of_all_pct"])
-                x = [v["fraction_of_all_pct"] + 0.12 * (k - 1.5) for v in pts]     # dodged: intervals stay apart
+                pts = sorted(
+                    (v for v in d["results"].values() if v["model"] == m), key=lambda v: v["fraction_of_all_pct"]
+                )
+                x = [v["fraction_of_all_pct"] + 0.12 * (k - 1.5) for v in pts]  # dodged: intervals stay apart
                 k += 1
                 style = PROTO_STYLE.get(d["protocol"], {})
-                ax.errorbar(x, [100 * v["summary"]["ssl_contribution"]["mean"] for v in pts],
-                            yerr=[100 * _half(v["summary"]["ssl_contribution"]) for v in pts], capsize=3,
-                            color=colors.get(m), ls=style.get("ls", "-"), marker=style.get("marker", "o"),
-                            mfc="white" if d["protocol"] == "inductive" else colors.get(m),
-                            label=f"{names.get(m, m)}, {d['protocol']}")
+                ax.errorbar(
+                    x,
+                    [100 * v["summary"]["ssl_contribution"]["mean"] for v in pts],
+                    yerr=[100 * _half(v["summary"]["ssl_contribution"]) for v in pts],
+                    capsize=3,
+                    color=colors.get(m),
+                    ls=style.get("ls", "-"),
+                    marker=style.get("marker", "o"),
+                    mfc="white" if d["protocol"] == "inductive" else colors.get(m),
+                    label=f"{names.get(m, m)}, {d['protocol']}",
+                )
         if t == "formation_energy" and pool == "test":
             if paper.get("s3.mlp.ssl_contribution_1pct") is not None:
                 ax.scatter([1], [100 * paper["s3.mlp.ssl_contribution_1pct"]], **dict(PAPER_STYLE, label="paper MLP"))
             for frac, v in (paper.get("s3.xgb.ssl_contribution") or {}).items():
-                ax.scatter([frac], [100 * v], marker="s", facecolors="none", edgecolors="black", s=40, zorder=5,
-                           label="paper XGBoost" if frac == 1 else None)
+                ax.scatter(
+                    [frac],
+                    [100 * v],
+                    marker="s",
+                    facecolors="none",
+                    edgecolors="black",
+                    s=40,
+                    zorder=5,
+                    label="paper XGBoost" if frac == 1 else None,
+                )
         d0 = next(d for k, d in items.items() if k[3] == pool)
         ax.axhline(0, color="black", lw=0.8)
         ax.set_xlabel("labelled data (% of all materials)")
         ax.set_ylabel("SSL contribution: residual-model test R2 (%)")
         ax.set_xticks(sorted({v["fraction_of_all_pct"] for d in items.values() for v in d["results"].values()}))
-        ax.set_title(f"{_pretty_target(t)}, pool = {d0['split']}/{pool} ({d0['n_pool']}), test {d0['n_test']}"
-                     + (" — SSL = STAND-IN" if standin else ""), fontsize=9)
+        ax.set_title(
+            f"{_pretty_target(t)}, pool = {d0['split']}/{pool} ({d0['n_pool']}), test {d0['n_test']}"
+            + (" — SSL = STAND-IN" if standin else ""),
+            fontsize=9,
+        )
         ax.legend(fontsize=6)
     return _save(fig, path, note)
 
@@ -336,26 +458,42 @@ def probe_curves(ssl_records: dict, R, path: Path, note: str | None = None) -> P
     for label, rec in ssl_records.items():
         for n, b in rec["blocks"].items():
             probes = ((b.get("metrics") or {}).get("probes")) or []
-            pts = [(p["epoch"], p["targets"]["formation_energy"]["rmse"]) for p in probes
-                   if "formation_energy" in p.get("targets", {})]
+            pts = [
+                (p["epoch"], p["targets"]["formation_energy"]["rmse"])
+                for p in probes
+                if "formation_energy" in p.get("targets", {})
+            ]
             if len(pts) > 1:
                 series.setdefault(n, []).append((label, pts))
     if not series:
         return None
     plt = _plt()
     fig, axes = plt.subplots(2, 3, figsize=(13, 6.5))
-    for ax, n in zip(axes.flat, range(1, 7)):
+    for ax, n in zip(axes.flat, range(1, 7), strict=False):
         for label, pts in series.get(n, []):
             run = R.runs.get(label)
             proto = run.protocol if run else ("inductive" if "inductive" in label else "transductive")
-            ax.plot([p[0] for p in pts], [p[1] for p in pts], lw=1, alpha=0.8,
-                    color="#e6550d" if "upstream" in label else "#756bb1", **{"ls": PROTO_STYLE[proto]["ls"]}
-                    if proto in PROTO_STYLE else {})
+            ax.plot(
+                [p[0] for p in pts],
+                [p[1] for p in pts],
+                lw=1,
+                alpha=0.8,
+                color="#e6550d" if "upstream" in label else "#756bb1",
+                **{"ls": PROTO_STYLE[proto]["ls"]} if proto in PROTO_STYLE else {},
+            )
         ax.set_title(f"block {n}", fontsize=9)
         ax.set_xlabel("epoch (0 = initial weights)")
         ax.set_ylabel("probe RMSE, FE (eV/atom)")
     from matplotlib.lines import Line2D
-    axes.flat[0].legend([Line2D([], [], color="#e6550d"), Line2D([], [], color="#756bb1"),
-                         Line2D([], [], color="grey", ls="-"), Line2D([], [], color="grey", ls="--")],
-                        ["upstream preset", "fast preset", "transductive", "inductive"], fontsize=6)
+
+    axes.flat[0].legend(
+        [
+            Line2D([], [], color="#e6550d"),
+            Line2D([], [], color="#756bb1"),
+            Line2D([], [], color="grey", ls="-"),
+            Line2D([], [], color="grey", ls="--"),
+        ],
+        ["upstream preset", "fast preset", "transductive", "inductive"],
+        fontsize=6,
+    )
     return _save(fig, path, note)

@@ -6,6 +6,7 @@ with the records of every SSL run (``ftcp collect-results``).  Nothing here comp
 number: files are grouped, per-seed records of one experiment written by several processes are
 put back together, and the intervals are recomputed from those per-seed values.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -42,8 +43,9 @@ class SSLRun:
     def kind(self) -> str:
         if not self.trained:
             return "random-init encoders"
-        return f"{self.preset or 'default'} preset" + (f", {self.objective} objective"
-                                                       if self.objective not in (None, "upstream") else "")
+        return f"{self.preset or 'default'} preset" + (
+            f", {self.objective} objective" if self.objective not in (None, "upstream") else ""
+        )
 
 
 def ssl_run_of(d: dict) -> SSLRun | None:
@@ -53,8 +55,14 @@ def ssl_run_of(d: dict) -> SSLRun | None:
     init = ssl.get("init") or ["trained"]
     init = "random" if any("random" in str(i) for i in init) else "trained"
     protocol = d.get("protocol") or ssl.get("protocol") or "unknown"
-    return SSLRun(ssl.get("label") or d.get("ssl_run") or "SSL", protocol, ssl.get("preset"), ssl.get("objective"),
-                  ssl.get("seed"), init)
+    return SSLRun(
+        ssl.get("label") or d.get("ssl_run") or "SSL",
+        protocol,
+        ssl.get("preset"),
+        ssl.get("objective"),
+        ssl.get("seed"),
+        init,
+    )
 
 
 def target_key(t: str):
@@ -94,8 +102,10 @@ class Results:
         return self.ssl_info_of(label).get("ssl_split")
 
     def published(self, protocol: str) -> SSLRun | None:
-        cands = sorted((r for r in self.runs.values() if r.published and r.protocol == protocol),
-                       key=lambda r: (r.seed is None, r.seed or 0, r.label))
+        cands = sorted(
+            (r for r in self.runs.values() if r.published and r.protocol == protocol),
+            key=lambda r: (r.seed is None, r.seed or 0, r.label),
+        )
         return cands[0] if cands else None
 
     def protocols(self) -> list[str]:
@@ -111,12 +121,18 @@ class Results:
                 continue
             blocks = {}
             for b in sorted(d.glob("block*_*")):
-                n = int(b.name[len("block"):].split("_")[0])
-                blocks[n] = {"config": read_json_if_exists(b / "config.json"),
-                             "metrics": read_json_if_exists(b / "metrics.json")}
-            out[d.name] = {"dir": d, "run": read_json_if_exists(d / "ssl_run.json"),
-                           "features": read_json_if_exists(d / "ssl_features.json"),
-                           "pretext": read_json_if_exists(d / "pretext_tasks.json"), "blocks": blocks}
+                n = int(b.name[len("block") :].split("_")[0])
+                blocks[n] = {
+                    "config": read_json_if_exists(b / "config.json"),
+                    "metrics": read_json_if_exists(b / "metrics.json"),
+                }
+            out[d.name] = {
+                "dir": d,
+                "run": read_json_if_exists(d / "ssl_run.json"),
+                "features": read_json_if_exists(d / "ssl_features.json"),
+                "pretext": read_json_if_exists(d / "pretext_tasks.json"),
+                "blocks": blocks,
+            }
         return out
 
     # -- Scenario 1 ----------------------------------------------------------------------------
@@ -155,10 +171,17 @@ class Results:
             first = files[0]
             per_seed = [by_seed[s] for s in sorted(by_seed)]
             merged = {k: v for k, v in first.items() if k not in ("per_seed", "summary", "_file")}
-            merged.update(per_seed=per_seed, summary=scenario2_summary(per_seed), models=sorted(models),
-                          sets=sorted(sets), files=sorted(d["_file"] for d in files),
-                          seeds={"mlp": sorted(s["seed"] for s in per_seed if s["mlp"]),
-                                 "rf": sorted(s["seed"] for s in per_seed if s["rf"])})
+            merged.update(
+                per_seed=per_seed,
+                summary=scenario2_summary(per_seed),
+                models=sorted(models),
+                sets=sorted(sets),
+                files=sorted(d["_file"] for d in files),
+                seeds={
+                    "mlp": sorted(s["seed"] for s in per_seed if s["mlp"]),
+                    "rf": sorted(s["seed"] for s in per_seed if s["rf"]),
+                },
+            )
             out[key] = merged
         return dict(sorted(out.items(), key=lambda kv: (target_key(kv[0][1]), kv[0][2], kv[0][0])))
 
@@ -170,8 +193,7 @@ class Results:
             run = ssl_run_of(d)
             key = (run.label if run else "SSL", d["target"], d["variant"], d.get("pool_side", "-"))
             if key not in out:
-                out[key] = {**{k: v for k, v in d.items() if k not in ("results", "_file")}, "results": {},
-                            "files": []}
+                out[key] = {**{k: v for k, v in d.items() if k not in ("results", "_file")}, "results": {}, "files": []}
             out[key]["results"].update(d["results"])
             out[key]["files"].append(d["_file"])
         return dict(sorted(out.items(), key=lambda kv: (target_key(kv[0][1]), kv[0][2], kv[0][3], kv[0][0])))

@@ -13,7 +13,7 @@ are built by zero-argument factories so that every fit starts fresh.
 """
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 

@@ -2,15 +2,15 @@
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 from pathlib import Path
 
-import numpy as np
-
-from ..io_utils import add_data_argument, atomic_write_json, read_json, resolve_data_root, utc_now
+from ..io_utils import add_data_argument, atomic_write_json, read_json, resolve_data_root, to_jsonable, utc_now
 from ..provenance import REPO, command_line, git_commit, hardware_summary, versions
-DEFAULT_REPORT_DIR = REPO / "Supplemental Information"
+
+#: RESULTS.md and the figures: the repository's folder in a checkout, else ./Supplemental Information
+DEFAULT_REPORT_DIR = (REPO / "Supplemental Information" if (REPO / "Supplemental Information").is_dir()
+                      else Path("Supplemental Information"))
 
 
 def add_common_arguments(parser: argparse.ArgumentParser, default_seed: int = 42) -> None:
@@ -38,19 +38,25 @@ _THREAD_LIMITS = []
 def apply_quick_caps(args, caps: dict) -> None:
     """With ``--quick``: lower each named option to at most its cap (a smoke run, not a benchmark),
     and run BLAS/OpenMP/torch single-threaded: on tiny problems thread start-up and spinning
-    cost more than they save, badly so on a busy machine."""
+    cost more than they save, badly so on a busy machine (``release_quick_limits`` undoes the BLAS part)."""
     if getattr(args, "quick", False):
         for name, cap in caps.items():
             setattr(args, name, min(getattr(args, name), cap))
-        from threadpoolctl import threadpool_limits
+        from threadpoolctl import threadpool_limits  # a scikit-learn dependency
 
-        _THREAD_LIMITS.append(threadpool_limits(limits=1))     # kept alive for the process
+        _THREAD_LIMITS.append(threadpool_limits(limits=1))     # kept until release_quick_limits()
         try:
-            import torch
+            import torch  # optional here: only the MLP scenarios need it
 
             torch.set_num_threads(1)
         except ImportError:
             pass
+
+
+def release_quick_limits() -> None:
+    """Restore the BLAS/OpenMP thread limits that ``apply_quick_caps`` set (a scenario run in-process)."""
+    while _THREAD_LIMITS:
+        _THREAD_LIMITS.pop().restore_original_limits()
 
 
 def results_dir(args) -> Path:
@@ -71,26 +77,6 @@ def provenance(dataset: dict, seed: int, extra: dict | None = None, command: str
     }
 
 
-def jsonable(obj):
-    """numpy -> python; non-finite floats -> None (strict JSON); tuples -> lists."""
-    if isinstance(obj, dict):
-        return {str(k): jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [jsonable(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return jsonable(obj.tolist())
-    if isinstance(obj, (np.floating, float)):
-        v = float(obj)
-        return v if math.isfinite(v) else None
-    if isinstance(obj, (np.integer,)):
-        return int(obj)
-    if isinstance(obj, (np.bool_,)):
-        return bool(obj)
-    if isinstance(obj, Path):
-        return str(obj)
-    return obj
-
-
 def ssl_dir_of(args) -> Path:
     return Path(args.ssl) if getattr(args, "ssl", None) else resolve_data_root(args.data) / "SSL"
 
@@ -102,7 +88,7 @@ def write_result(out_dir, scenario: int | str, name: str, payload: dict, run_lab
     if run_label:
         folder = folder / run_label
     path = folder / f"{name}.json"
-    atomic_write_json(path, jsonable(payload))
+    atomic_write_json(path, to_jsonable(payload))
     return path
 
 
@@ -114,13 +100,3 @@ def load_results(results_root, scenario: int | str) -> list[dict]:
         d["_file"] = str(p.relative_to(results_root))
         out.append(d)
     return out
-
-
-def regenerate_report(args) -> None:
-    """Rebuild RESULTS.md + figures from every scenario's JSON (unless --no-report)."""
-    if getattr(args, "no_report", False):
-        return
-    from .report import make_report
-
-    path = make_report(results_dir(args), Path(args.report_dir))
-    print(f"report: {path}")

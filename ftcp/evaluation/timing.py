@@ -14,7 +14,6 @@ process really has to hold) every few milliseconds; memory budgets refer to that
 """
 from __future__ import annotations
 
-import os
 import resource
 import threading
 import time

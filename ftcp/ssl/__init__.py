@@ -6,7 +6,9 @@
 * ``ftcp.ssl.export``: deterministic embedding export and loading,
 * ``ftcp.ssl.data``: data sources, the SSL split, the normaliser,
 * ``ftcp.ssl.targets``: cached targets that need pymatgen (Block 2 crystal systems),
-* ``ftcp.ssl.cli``: ``python -m ftcp.ssl {prepare,pack,train}`` and ``load_block(n)``.
+* ``ftcp.ssl.config``: ``TrainConfig``, the settings of a run (the training flags are generated from it),
+* ``ftcp.ssl.blocks``: ``load_block(n)`` (the block definitions of the installed ``SSL_Training`` package),
+* ``ftcp.ssl.cli``: the ``ftcp ssl-*`` commands.
 
 Training imports only torch, numpy and tqdm.
 """

@@ -1,7 +1,7 @@
 """Join the six block embeddings into the 2,048-d SSL feature table, by material ID.
 
     python SSL_Training/assemble_features.py --data Data [--out SSL_DIR] [--upstream-layout]
-    python -m ftcp.ssl assemble --data Data [--upstream-layout]
+    ftcp ssl-assemble --data Data [--upstream-layout]
 
 Reads ``<ssl dir>/block<N>_<name>/embeddings.npz`` for N = 1..6 (``ftcp.layout.BLOCKS``),
 checks that every block holds the same material IDs in the same order (a mismatch names the
@@ -25,20 +25,19 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import time
 from pathlib import Path
 
 import numpy as np
 
 from .. import layout as L
-from ..io_utils import atomic_write_json, read_json_if_exists, sha256_file, utc_now
+from ..io_utils import atomic_save_npy, atomic_write_json, read_json_if_exists, sha256_file, to_jsonable, utc_now
 from . import data as D
 from .export import EMBEDDINGS_FILE, load_embeddings
 
 FEATURES_FILE = "ssl_features.npy"
 IDS_FILE = "ssl_material_ids.npy"
-INFO_FILE = "ssl_features.json"
+INFO_FILE = D.FEATURES_INFO
 #: what ``ftcp ssl-train-all`` records about a run (protocol, preset, seed, commit, ...)
 RUN_FILE = "ssl_run.json"
 
@@ -62,16 +61,10 @@ def first_differences(reference: np.ndarray, other: np.ndarray, limit: int = 5) 
     if extra:
         parts.append(f"{len(extra)} not in the reference, e.g. {extra[:limit]}")
     if not missing and not extra:
-        pos = [i for i, (a, b) in enumerate(zip(reference, other)) if a != b][:limit]
+        pos = [i for i, (a, b) in enumerate(zip(reference, other, strict=False)) if a != b][:limit]
         parts.append(f"same IDs in another order: first differing rows {pos} "
                      f"(reference {[reference[i] for i in pos]} vs {[other[i] for i in pos]})")
     return "; ".join(parts)
-
-
-def _atomic_save_npy(path: Path, array: np.ndarray):
-    tmp = path.with_name(path.name + ".tmp.npy")
-    np.save(tmp, array, allow_pickle=False)
-    os.replace(tmp, path)
 
 
 def load_blocks(ssl_dir, blocks=L.BLOCKS) -> tuple[np.ndarray, list[np.ndarray], list[dict]]:
@@ -82,18 +75,19 @@ def load_blocks(ssl_dir, blocks=L.BLOCKS) -> tuple[np.ndarray, list[np.ndarray],
         path = block_dir(ssl_dir, block) / EMBEDDINGS_FILE
         if not path.exists():
             raise FileNotFoundError(f"block {block.number} ({block.name}): {path} not found; train and export it first "
-                                    f"(python -m ftcp.ssl train --block {block.number} --data ... --out {ssl_dir})")
+                                    f"(ftcp ssl-train --block {block.number} --data ... --out {ssl_dir})")
         ids, emb = load_embeddings(path)
         if emb.shape[1] != block.embed_dim:
             raise ValueError(f"block {block.number} ({block.name}): {path} has {emb.shape[1]} dims, ftcp.layout says "
-                             f"{block.embed_dim}; it was trained with --embed-dim {emb.shape[1]} and cannot be assembled")
+                             f"{block.embed_dim}; it was trained with --embed-dim {emb.shape[1]} and cannot be "
+                             "assembled")
         if not np.isfinite(emb).all():
             raise ValueError(f"block {block.number} ({block.name}): {path} holds non-finite values")
         if reference is None:
             reference, ref_block = ids, block
         elif len(ids) != len(reference) or not np.array_equal(ids, reference):
-            raise ValueError(f"block {block.number} ({block.name}) has other material IDs than block {ref_block.number} "
-                             f"({ref_block.name}): {first_differences(reference, ids)}")
+            raise ValueError(f"block {block.number} ({block.name}) has other material IDs than block "
+                             f"{ref_block.number} ({ref_block.name}): {first_differences(reference, ids)}")
         config = read_json_if_exists(block_dir(ssl_dir, block) / "config.json") or {}
         records.append({"path": path, "config": config})
         arrays.append(emb)
@@ -103,7 +97,7 @@ def load_blocks(ssl_dir, blocks=L.BLOCKS) -> tuple[np.ndarray, list[np.ndarray],
 def _check_same_split(records, blocks):
     """Every block must come from the same SSL split (seed, sizes, excluded source)."""
     seen = {}
-    for block, rec in zip(blocks, records):
+    for block, rec in zip(blocks, records, strict=False):
         split = rec["config"].get("split")
         if split is None:
             continue
@@ -139,8 +133,8 @@ def assemble(ssl_dir, root=None, features_dir=None, blocks=L.BLOCKS, upstream_la
         offsets.append(start)
         start += a.shape[1]
     out_dir.mkdir(parents=True, exist_ok=True)
-    _atomic_save_npy(out_dir / FEATURES_FILE, features)
-    _atomic_save_npy(out_dir / IDS_FILE, ids.astype(str))
+    atomic_save_npy(out_dir / FEATURES_FILE, features)
+    atomic_save_npy(out_dir / IDS_FILE, ids.astype(str))
     # the prepared files the engine used: the SSL directory's, else <root>/SSL's
     where = {name: next((d / name for d in (ssl_dir, *([Path(root) / "SSL"] if root is not None else []))
                          if (d / name).exists()), None) for name in (D.SPLIT_FILE, D.NORMALIZER_FILE)}
@@ -162,16 +156,17 @@ def assemble(ssl_dir, root=None, features_dir=None, blocks=L.BLOCKS, upstream_la
                     "train": {k: rec["config"].get("train", {}).get(k) for k in ("epochs", "batch_size", "lr", "seed")},
                     "model": rec["config"].get("model"),
                     "world_size": rec["config"].get("world_size"), "device_name": rec["config"].get("device_name")}
-                   for b, d, o, rec in zip(blocks, dims, offsets, records)],
+                   for b, d, o, rec in zip(blocks, dims, offsets, records, strict=False)],
         "outputs": {FEATURES_FILE: sha256_file(out_dir / FEATURES_FILE), IDS_FILE: sha256_file(out_dir / IDS_FILE)},
         # the structure-factor phase of the store the encoders saw: ftcp.embed featurizes new crystals with it
-        "ftcp_phase": (read_json_if_exists(Path(root) / "manifest.json") or {}).get("phase") if root is not None else None,
+        "ftcp_phase": ((read_json_if_exists(Path(root) / "manifest.json") or {}).get("phase")
+                       if root is not None else None),
     }
     if upstream_layout:
         if root is None:
             raise ValueError("--upstream-layout needs the data root (its split ID lists)")
         info["upstream_layout"] = write_upstream_features(root, ids, features)
-    atomic_write_json(out_dir / INFO_FILE, json.loads(json.dumps(info, default=str)))
+    atomic_write_json(out_dir / INFO_FILE, to_jsonable(info))
     log.info("assembled %d x %d SSL features from blocks %s -> %s (%.1f s)", features.shape[0], features.shape[1],
              [b.number for b in blocks], out_dir / FEATURES_FILE, time.perf_counter() - t0)
     return info
@@ -198,31 +193,8 @@ def write_upstream_features(root, ids: np.ndarray, features: np.ndarray) -> list
             cap = side.capitalize()
             folder = split_dir(root, split) / cap
             folder.mkdir(parents=True, exist_ok=True)
-            _atomic_save_npy(folder / f"{cap}_Extracted_Features_Data.npy", features[rows])
-            _atomic_save_npy(folder / f"{cap}_Extracted_Features_Material_IDs.npy", part_ids)
+            atomic_save_npy(folder / f"{cap}_Extracted_Features_Data.npy", features[rows])
+            atomic_save_npy(folder / f"{cap}_Extracted_Features_Material_IDs.npy", part_ids)
             written.append({"split": split, "side": side, "n": int(len(rows)), "folder": str(folder)})
     log.info("upstream layout: wrote the SSL features of %d split parts under %s", len(written), root)
     return written
-
-
-def main(argv=None):
-    import argparse
-
-    p = argparse.ArgumentParser(description="Join the six SSL block embeddings by material ID into the 2,048-d table.")
-    p.add_argument("--data", default=None, help="data root (default $CRYS_REP_DATA or Data)")
-    p.add_argument("--out", default=None, help="SSL directory holding block<N>_*/embeddings.npz (default <data>/SSL)")
-    p.add_argument("--features-dir", default=None, help="where to write ssl_features.* (default: the SSL directory)")
-    p.add_argument("--upstream-layout", action="store_true",
-                   help="also write Split_*/{Train,Test}/*_Extracted_Features_*.npy for every split of the data root")
-    args = p.parse_args(argv)
-    root = D.data_root(args.data)
-    ssl_dir = Path(args.out) if args.out else root / "SSL"
-    assemble(ssl_dir, root=root, features_dir=args.features_dir, upstream_layout=args.upstream_layout)
-
-
-if __name__ == "__main__":
-    import sys
-
-    from ..errors import run_main
-
-    sys.exit(run_main(main, prog="python -m ftcp.ssl.assemble"))

@@ -99,6 +99,6 @@ def train_batches(positions: np.ndarray, per_rank: int, world: int, rank: int, e
         batches = [batches[i] for i in epoch_rng.permutation(n_batches)]
     mine = [b[rank * per_rank:(rank + 1) * per_rank] for b in batches]
     # the length is that of the whole global batch so every rank runs the same shapes
-    return [(m, data.batch_length(b)) for m, b in zip(mine, batches)]
+    return [(m, data.batch_length(b)) for m, b in zip(mine, batches, strict=False)]
 
 

@@ -87,7 +87,7 @@ class SSLBlock:
         self._tasks = None
         self.cfg = self.model_config()
 
-    def configure(self, cfg: dict) -> "SSLBlock":
+    def configure(self, cfg: dict) -> SSLBlock:
         """Use the model/task settings ``cfg`` (from ``model_config``); rebuilds the tasks."""
         self.cfg = dict(cfg)
         self._tasks = None

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 from pathlib import Path
 
 import numpy as np
@@ -38,6 +37,7 @@ import torch
 from torch import nn
 
 from .. import layout as L
+from ..io_utils import atomic_save_npz
 from .losses import lattice_matrix, min_image_distance, reduce_lattices
 from .metrics import RegressionTask
 
@@ -136,17 +136,15 @@ def ensure_descriptors(source, ssl_dir, search_dirs=(), chunk: int = 4096) -> Pa
                     return path
     missing = [r for r in REGIONS if r not in source.regions_available()]
     if missing:
-        raise FileNotFoundError(f"the cross-modal targets need the regions {missing}, which {source.root} does not hold;"
-                                f" compute {CACHE_FILE} on the full store (`ftcp ssl-prepare --crossmodal`) and copy it")
+        raise FileNotFoundError(f"the cross-modal targets need the regions {missing}, which {source.root} does not "
+                                f"hold; compute {CACHE_FILE} on the full store (`ftcp ssl-train-all --objective "
+                                "crossmodal` makes it) and copy it")
     regions = {r: source.region(r) for r in REGIONS}
     out = np.concatenate([crystal_descriptors({r: v[s:s + chunk] for r, v in regions.items()})
                           for s in range(0, len(source.ids), chunk)])
     path = Path(ssl_dir) / CACHE_FILE
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + f".{os.getpid()}.tmp.npz")
-    np.savez(tmp, material_id=np.asarray(source.ids).astype(str), descriptor=out,
-             names=np.array(descriptor_names()))
-    os.replace(tmp, path)
+    atomic_save_npz(path, material_id=np.asarray(source.ids).astype(str), descriptor=out,
+                    names=np.array(descriptor_names()))
     log.info("cross-modal targets of %d materials -> %s", len(out), path)
     return path
 

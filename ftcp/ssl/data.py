@@ -6,7 +6,7 @@ Sources (``open_source``):
   ``<root>/material_ids.npy``;
 * a *region pack*: ``<root>/ssl_regions.npz`` holding only the raw FTCP regions some blocks
   read (compressed; mp_36k's blocks 1-3 fit in ~15 MB) plus a copy of the prepared
-  ``SSL/`` files.  ``python -m ftcp.ssl pack`` writes one, so training can run on a machine
+  ``SSL/`` files.  ``ftcp ssl-pack`` writes one, so training can run on a machine
   that has torch and numpy but not the 3.4 GB store (or pymatgen).
 
 Prepared files in the SSL directory (``<root>/SSL`` unless ``--out`` says otherwise):
@@ -21,19 +21,20 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from .. import layout as L
-from ..io_utils import atomic_write_json, atomic_write_text, read_id_list, resolve_data_root, utc_now
+from ..io_utils import atomic_save_npz, atomic_write_json, atomic_write_text, read_id_list, resolve_data_root, utc_now
 from ..normalize import RowMinMaxScaler
 from ..splits import find_split_dirs, split_dir
 
 SPLIT_FILE = "ssl_split.json"
 NORMALIZER_FILE = "normalizer.json"
+#: the record of the assembled feature table (ftcp.ssl.assemble writes it; ftcp embed and the hub read it)
+FEATURES_INFO = "ssl_features.json"
 PACK_FILE = "ssl_regions.npz"
 PACK_MANIFEST = "ssl_pack.json"
 SPLIT_FRACTIONS = (0.8, 0.1, 0.1)
@@ -44,7 +45,6 @@ SPLIT_PARTS = ("train", "val", "test")
 #: SSL run serves every scenario without having seen any scenario's test crystals (the random
 #: splits are nested: random_10 test < random_20 test < ... < random_40 test).
 PROTOCOLS = ("transductive", "inductive")
-data_root = resolve_data_root
 
 
 def ids_digest(ids) -> str:
@@ -104,8 +104,10 @@ class NativeSource(Source):
         self.root = Path(root)
         self.ftcp = np.load(self.root / "ftcp.npy", mmap_mode="r")
         if self.ftcp.ndim != 3 or self.ftcp.shape[1:] != L.SHAPE:
-            raise ValueError(f"{self.root / 'ftcp.npy'}: expected shape (N, {L.N_ROWS}, {L.N_COLS}), got {self.ftcp.shape}")
-        self.ids = _check_ids(np.load(self.root / "material_ids.npy", allow_pickle=False), self.root / "material_ids.npy")
+            raise ValueError(f"{self.root / 'ftcp.npy'}: expected shape (N, {L.N_ROWS}, {L.N_COLS}), got "
+                             f"{self.ftcp.shape}")
+        self.ids = _check_ids(np.load(self.root / "material_ids.npy", allow_pickle=False),
+                              self.root / "material_ids.npy")
         if len(self.ids) != len(self.ftcp):
             raise ValueError(f"{self.root}: {len(self.ids)} material IDs for {len(self.ftcp)} FTCP arrays")
         self.chunk_size = chunk_size
@@ -135,8 +137,8 @@ class PackSource(Source):
 
     def region(self, name: str) -> np.ndarray:
         if name not in self._names:
-            raise KeyError(f"region {name!r} is not in the pack {self.root / PACK_FILE} (it holds {list(self._names)}); "
-                           f"re-run `python -m ftcp.ssl pack` with the block that needs it")
+            raise KeyError(f"region {name!r} is not in the pack {self.root / PACK_FILE} (it holds "
+                           f"{list(self._names)}); re-run `ftcp ssl-pack` with the block that needs it")
         arr = np.asarray(self._npz[f"region__{name}"], dtype=np.float32)
         if arr.shape != (len(self.ids),) + region_shape(name):
             raise ValueError(f"{self.root / PACK_FILE}: region {name} has shape {arr.shape}")
@@ -174,7 +176,7 @@ class ArraySource(Source):
 
 def open_source(root=None) -> Source:
     """Open a native store (``ftcp.npy`` + ``material_ids.npy``) or a region pack."""
-    root = data_root(root)
+    root = resolve_data_root(root)
     if (root / "ftcp.npy").exists():
         if not (root / "material_ids.npy").exists():
             raise FileNotFoundError(f"{root}/ftcp.npy has no material_ids.npy beside it")
@@ -194,9 +196,7 @@ def write_pack(source: Source, out_dir, regions, ssl_dirs=()) -> Path:
     arrays = {"material_id": source.ids}
     for name in regions:
         arrays[f"region__{name}"] = source.region(name)
-    tmp = out_dir / (PACK_FILE + ".tmp.npz")
-    np.savez_compressed(tmp, **arrays)
-    os.replace(tmp, out_dir / PACK_FILE)
+    atomic_save_npz(out_dir / PACK_FILE, compressed=True, **arrays)
     copied = []
     for name in (SPLIT_FILE, NORMALIZER_FILE, "crystal_system.npz"):
         for d in ssl_dirs:
@@ -218,7 +218,7 @@ def write_pack(source: Source, out_dir, regions, ssl_dirs=()) -> Path:
 # SSL split
 def downstream_test_ids(root, split_name: str) -> tuple[list[str], str]:
     """Test IDs of a downstream split (``random_10`` ... ``group``) of a native data root."""
-    path = split_dir(data_root(root), split_name) / "test_ids.txt"
+    path = split_dir(resolve_data_root(root), split_name) / "test_ids.txt"
     if not path.exists():
         raise FileNotFoundError(f"{path} not found: build the downstream splits first (`ftcp split`), "
                                 f"or pass --exclude-ids FILE")
@@ -235,9 +235,9 @@ def protocol_exclusion(root, protocol: str) -> tuple[list[str], str]:
         return [], "none (transductive: the SSL sees every material)"
     if protocol != "inductive":
         raise ValueError(f"unknown SSL protocol {protocol!r}; choose from {PROTOCOLS}")
-    found = find_split_dirs(data_root(root), lambda d: (d / "test_ids.txt").is_file())
+    found = find_split_dirs(resolve_data_root(root), lambda d: (d / "test_ids.txt").is_file())
     if not found:
-        raise FileNotFoundError(f"no downstream splits under {data_root(root)}: run `ftcp split` before an "
+        raise FileNotFoundError(f"no downstream splits under {resolve_data_root(root)}: run `ftcp split` before an "
                                 f"inductive SSL split")
     ids: set[str] = set()
     for folder in found.values():
@@ -366,7 +366,7 @@ def load_or_fit_normalizer(ssl_dir, source: Source, split: dict, train_index: np
     full = source.full_ftcp()
     if full is None or not create:
         raise FileNotFoundError(f"no {NORMALIZER_FILE} in {ssl_dir}: a region pack must carry the normaliser "
-                                f"(run `python -m ftcp.ssl prepare` on the store, then `pack`)")
+                                f"(run `ftcp ssl-prepare` on the store, then `ftcp ssl-pack`)")
     scaler = RowMinMaxScaler().fit(full, rows=train_index)
     path = Path(ssl_dir) / NORMALIZER_FILE
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -411,7 +411,7 @@ class SSLData:
 def prepare(root=None, ssl_dir=None, split_seed: int | None = None, exclude=None, exclude_source=None,
             create: bool = True) -> SSLData:
     """Open the data root; load (or make) the SSL split and normaliser."""
-    root = data_root(root)
+    root = resolve_data_root(root)
     source = open_source(root)
     ssl_dir = Path(ssl_dir) if ssl_dir is not None else root / "SSL"
     extra = [root / "SSL"] if (root / "SSL").resolve() != ssl_dir.resolve() else []

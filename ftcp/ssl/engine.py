@@ -28,24 +28,27 @@ rank 0 writes files and logs.
 """
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
 import platform
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.distributed as dist
 
+from ..io_utils import atomic_write_json, resolve_data_root, to_jsonable
+from ..logs import progress_bar
 from ..runtime import derived_seed, resolve_device, seed_everything, synchronize
 from . import data as D
 from .batches import DeviceData, eval_batches, load_block_fields, train_batches
 from .block import SSLBlock
-from .export import load_checkpoint
+from .config import TrainConfig
+from .export import embed_positions, load_checkpoint, save_embeddings
+from .probe import LabelProbe
 from .steps import TrainStep, make_optimizer, set_lr
 
 log = logging.getLogger(__name__)
@@ -55,47 +58,6 @@ EVAL_SEED = 20240611
 #: settings that must match to resume from last.pt
 _RESUME_KEYS = ("epochs", "batch_size", "lr", "weight_decay", "grad_clip", "warmup_epochs", "seed", "split_seed",
                 "max_samples", "bucket", "amp", "eval_batch_size")
-
-
-@dataclass
-class TrainConfig:
-    """Every setting of one block run (the command-line flags of ``ssl-train`` mirror these)."""
-
-    epochs: int
-    batch_size: int                  # per process
-    lr: float
-    patience: int
-    weight_decay: float = 1e-4
-    grad_clip: float = 1.0
-    warmup_epochs: float = 0.0
-    seed: int = 42
-    split_seed: int | None = None     # None: the stored SSL split's seed (42 for a new split)
-    device: str = "auto"             # auto | cpu | cuda | cuda:N
-    amp: str = "auto"                # auto (bf16 on CUDA, off on CPU) | bf16 | off
-    max_samples: int | None = None   # cap SSL-train (val/test get 1/8 of it); export still covers all
-    eval_batch_size: int = 1024
-    export_batch_size: int = 2048
-    bucket: bool = True              # batches of similar lengths for blocks with sequence fields
-    compile: bool = False
-    cuda_graphs: bool = True         # replay the training step from CUDA graphs (one GPU, no compile)
-    probe_every: int = 0             # epochs between label probes on SSL-train crystals (0: off)
-    probe_size: int = 4000           # SSL-train crystals in the probe (fit 3/4, score 1/4)
-    threads: int | None = None
-    progress: bool = True
-    resume: bool = True
-    stop_after_epochs: int | None = None
-    export: bool = True
-    min_delta: float = 0.0
-    model: dict = field(default_factory=dict)
-    embed_dim: int | None = None
-
-    @classmethod
-    def for_block(cls, block: SSLBlock, **overrides) -> "TrainConfig":
-        d = block.defaults
-        base = dict(epochs=d.epochs, batch_size=d.batch_size, lr=d.lr, patience=d.patience,
-                    weight_decay=d.weight_decay, grad_clip=d.grad_clip)
-        base.update({k: v for k, v in overrides.items() if v is not None})
-        return cls(**base)
 
 
 # ------------------------------------------------------------------------------------------
@@ -160,22 +122,6 @@ def _atomic_save(obj, path: Path):
     os.replace(tmp, path)
 
 
-def _write_json(path: Path, obj):
-    tmp = Path(str(path) + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, default=_json_default))
-    os.replace(tmp, path)
-
-
-def _json_default(o):
-    if isinstance(o, (np.integer,)):
-        return int(o)
-    if isinstance(o, (np.floating,)):
-        return float(o)
-    if isinstance(o, Path):
-        return str(o)
-    raise TypeError(f"not JSON serialisable: {type(o)}")
-
-
 def _state_to_cpu(state: dict) -> dict:
     return {k: v.detach().to("cpu", copy=True) for k, v in state.items()}
 
@@ -199,7 +145,7 @@ class Trainer:
 
         # -- data ------------------------------------------------------------------------
         t = time.perf_counter()
-        root = D.data_root(root)
+        root = resolve_data_root(root)
         ssl_dir = Path(ssl_dir) if ssl_dir is not None else root / "SSL"
         if self.ddp.main:
             self.data = D.prepare(root, ssl_dir, cfg.split_seed, exclude, exclude_source, create=True)
@@ -230,8 +176,6 @@ class Trainer:
         self.timing["baseline_seconds"] = time.perf_counter() - t
         self.probe = None
         if cfg.probe_every:
-            from .probe import LabelProbe
-
             self.probe = LabelProbe.for_run(self.data, self.parts["train"], cfg.probe_size, cfg.split_seed)
 
     # ----------------------------------------------------------------------------------
@@ -264,9 +208,9 @@ class Trainer:
         states = [t.fit_init(self.device) for t in self.tasks]
         with torch.no_grad():
             for _, _, targets in self._fixed_view_batches(self.parts["train"]):
-                for task, st in zip(self.tasks, states):
+                for task, st in zip(self.tasks, states, strict=False):
                     task.fit_update(st, targets[task.name])
-        for task, st in zip(self.tasks, states):
+        for task, st in zip(self.tasks, states, strict=False):
             self.ddp.all_reduce_([st[k] for k in sorted(st)])
             task.fit_finish(st)
 
@@ -276,7 +220,7 @@ class Trainer:
         fp = {k: cfg[k] for k in _RESUME_KEYS}
         fp.update(block=self.block.number, model=self.model_cfg, world_size=self.ddp.world,
                   train_ids=D.ids_digest(self.data.ids[self.parts["train"]]))
-        return json.loads(json.dumps(fp, default=_json_default))
+        return to_jsonable(fp)
 
     def config_record(self) -> dict:
         device_name = (torch.cuda.get_device_name(self.device) if self.device.type == "cuda"
@@ -324,10 +268,10 @@ class Trainer:
                 count += len(pos)
         self.ddp.all_reduce_([loss_sum, count])
         losses = (loss_sum / count.clamp_min(1)).tolist()
-        out = {"loss": {t.name: v for t, v in zip(self.tasks, losses)}}
-        out["loss"]["total"] = sum(t.weight * v for t, v in zip(self.tasks, losses))
+        out = {"loss": {t.name: v for t, v in zip(self.tasks, losses, strict=False)}}
+        out["loss"]["total"] = sum(t.weight * v for t, v in zip(self.tasks, losses, strict=False))
         if metrics:
-            for task, st in zip(self.tasks, states):
+            for task, st in zip(self.tasks, states, strict=False):
                 self.ddp.all_reduce_([st[k] for k in sorted(st)])
                 out[task.name] = task.eval_finish(st)
         return out
@@ -370,7 +314,7 @@ class Trainer:
             self.log("resumed %s from %s after epoch %d%s", self.block.dirname, last_path, state["epoch"],
                      " (finished)" if state["finished"] else "")
         elif self.ddp.main:
-            _write_json(self.out_dir / "config.json", self.config_record())
+            atomic_write_json(self.out_dir / "config.json", to_jsonable(self.config_record()))
             for p in (self.out_dir / "best.pt", self.out_dir / "metrics.json", self.out_dir / "embeddings.npz"):
                 p.unlink(missing_ok=True)
         return state
@@ -390,8 +334,6 @@ class Trainer:
 
     def _train_epoch(self, epoch: int, model, step: TrainStep, state: dict, per_rank: int, show: bool):
         """One epoch of steps; returns (batches, train seconds)."""
-        from tqdm.auto import tqdm
-
         cfg = self.cfg
         torch.manual_seed(derived_seed(cfg.seed, epoch, self.ddp.rank, 1))      # dropout etc.
         self.gen.manual_seed(derived_seed(cfg.seed, epoch, self.ddp.rank, 2))   # masks and views
@@ -403,8 +345,8 @@ class Trainer:
         synchronize(self.device)
         t_epoch = time.perf_counter()
         offset = 0
-        for pos, length in tqdm(batches, desc=f"epoch {epoch + 1}", leave=False, disable=not show,
-                                dynamic_ncols=True, mininterval=1.0):
+        for pos, length in progress_bar(batches, show, desc=f"epoch {epoch + 1}", leave=False,
+                                        dynamic_ncols=True, mininterval=1.0):
             batch = self.dd.gather(order[offset:offset + len(pos)], length)
             offset += len(pos)
             inputs, targets = self.block.views(batch, self.gen, train=True)
@@ -432,12 +374,13 @@ class Trainer:
         t_eval = time.perf_counter()
         val = self._evaluate(_unwrap(self.model), self.parts["val"], metrics=False)["loss"]
         eval_seconds = time.perf_counter() - t_eval
-        total = sum(t.weight * v for t, v in zip(self.tasks, train_loss))
+        total = sum(t.weight * v for t, v in zip(self.tasks, train_loss, strict=False))
         if not math.isfinite(total) or not math.isfinite(val["total"]):
             raise FloatingPointError(f"block {self.block.number}: loss is not finite at epoch {epoch + 1} "
                                      f"(train {total}, val {val['total']}); try a lower --lr")
         samples = len(batches) * per_rank * self.ddp.world
-        return {"epoch": epoch + 1, "train_loss": {**{t.name: v for t, v in zip(self.tasks, train_loss)}, "total": total},
+        losses = {t.name: v for t, v in zip(self.tasks, train_loss, strict=False)}
+        return {"epoch": epoch + 1, "train_loss": {**losses, "total": total},
                 "val_loss": val, "train_seconds": train_seconds, "eval_seconds": eval_seconds,
                 "steps": len(batches), "skipped_steps": skipped, "skipped_batch_ids": skipped_ids,
                 "samples": samples, "samples_per_s": samples / max(train_seconds, 1e-9)}
@@ -453,8 +396,6 @@ class Trainer:
             **state}), self.out_dir / "last.pt")
 
     def train(self) -> dict:
-        from tqdm.auto import tqdm
-
         cfg, block = self.cfg, self.block
         per_rank = self._per_rank_batch()
         steps_per_epoch = len(self.parts["train"]) // (per_rank * self.ddp.world)
@@ -469,8 +410,8 @@ class Trainer:
             state["probes"].append(self._run_probe(0))           # the random-init control, same run
         show = cfg.progress and self.ddp.main
         epochs_this_run = 0
-        bar = tqdm(total=cfg.epochs, initial=state["epoch"], desc=f"block {block.number} {block.name}",
-                   unit="epoch", disable=not show, dynamic_ncols=True)
+        bar = progress_bar(None, show, total=cfg.epochs, initial=state["epoch"],
+                           desc=f"block {block.number} {block.name}", unit="epoch", dynamic_ncols=True)
         while not state["finished"] and state["epoch"] < cfg.epochs:
             epoch = state["epoch"]
             batches, train_seconds = self._train_epoch(epoch, model, step, state, per_rank, show)
@@ -528,7 +469,6 @@ class Trainer:
 
     def export(self, path: Path | None = None) -> Path:
         """Embeddings of every material from the clean input with the current weights."""
-        from .export import embed_positions, save_embeddings
 
         t = time.perf_counter()
         positions = np.arange(len(self.data.ids))
@@ -576,7 +516,7 @@ def run_block(block: SSLBlock, cfg: TrainConfig, root=None, ssl_dir=None, exclud
         metrics["status"] = "finished"
         metrics["out_dir"] = str(trainer.out_dir)
         if trainer.ddp.main:
-            _write_json(trainer.out_dir / "metrics.json", metrics)
+            atomic_write_json(trainer.out_dir / "metrics.json", to_jsonable(metrics))
         return metrics
     finally:
         trainer.close()
@@ -592,7 +532,7 @@ def export_initial(block: SSLBlock, cfg: TrainConfig, root=None, ssl_dir=None, o
         out.mkdir(parents=True, exist_ok=True)
         record = trainer.config_record()
         record["init"] = "random (no SSL training)"
-        _write_json(out / "config.json", record)
+        atomic_write_json(out / "config.json", to_jsonable(record))
         return trainer.export(out / "embeddings.npz")
     finally:
         trainer.close()

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from ..errors import UserError
+from ..io_utils import atomic_save_npz
 from .batches import eval_batches
 from .block import SSLBlock
 
@@ -46,10 +47,7 @@ def save_embeddings(path, ids, embedding: np.ndarray) -> Path:
     ids = np.asarray(ids).astype(str)
     if len(ids) != len(embedding) or len(np.unique(ids)) != len(ids):
         raise ValueError("embeddings need one unique material ID per row")
-    tmp = path.with_name(path.name + ".tmp.npz")
-    np.savez(tmp, material_id=ids, embedding=np.asarray(embedding, dtype=np.float32))
-    tmp.replace(path)
-    return path
+    return atomic_save_npz(path, material_id=ids, embedding=np.asarray(embedding, dtype=np.float32))
 
 
 def load_embeddings(path) -> tuple[np.ndarray, np.ndarray]:

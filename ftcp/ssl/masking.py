@@ -39,7 +39,8 @@ def random_subset(valid: torch.Tensor, count: torch.Tensor, gen: torch.Generator
     number, so shapes stay static).
     """
     order = random_order(valid, gen)
-    rank = torch.empty_like(order).scatter_(1, order, torch.arange(valid.shape[1], device=valid.device).expand_as(order))
+    rank = torch.empty_like(order).scatter_(1, order,
+                                            torch.arange(valid.shape[1], device=valid.device).expand_as(order))
     mask = (rank < count[:, None]) & valid
     index = order[:, :max_count]
     index_ok = torch.arange(max_count, device=valid.device)[None, :] < torch.minimum(count, valid.sum(1))[:, None]

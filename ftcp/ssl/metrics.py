@@ -134,7 +134,8 @@ class ClassificationTask(Task):
     def eval_finish(self, state):
         n = max(float(state["n"]), 1.0)
         present = state["class_n"] > 0
-        per_class = torch.where(present, state["class_hit"] / state["class_n"].clamp_min(1), torch.zeros_like(state["class_n"]))
+        per_class = torch.where(present, state["class_hit"] / state["class_n"].clamp_min(1),
+                                torch.zeros_like(state["class_n"]))
         balanced = float(per_class[present].mean()) if present.any() else float("nan")
         majority = int(self.fitted["majority"])
         extra = {"n": int(state["n"]), "cross_entropy": float(state["ce"]) / n,
@@ -336,7 +337,8 @@ class BarlowTwinsTask(Task):
         return Lf.barlow_twins(pred["z1"], pred["z2"], self.lambd, gather=gather)
 
     def eval_init(self, device):
-        return {"hits": _zeros(device), "trials": _zeros(device), "chance": _zeros(device), "input_hits": _zeros(device)}
+        return {"hits": _zeros(device), "trials": _zeros(device), "chance": _zeros(device),
+                "input_hits": _zeros(device)}
 
     def eval_update(self, state, pred, target):
         hits, trials, chance = Lf.retrieval_hits(pred["z1"], pred["z2"], self.pool)
@@ -344,7 +346,8 @@ class BarlowTwinsTask(Task):
         state["trials"] += trials
         state["chance"] += chance
         if "input1" in target:
-            state["input_hits"] += Lf.retrieval_hits(target["input1"].flatten(1), target["input2"].flatten(1), self.pool)[0]
+            state["input_hits"] += Lf.retrieval_hits(target["input1"].flatten(1), target["input2"].flatten(1),
+                                                     self.pool)[0]
 
     def eval_finish(self, state):
         t = max(float(state["trials"]), 1.0)

@@ -1,6 +1,6 @@
 """The pretext-task table: all 13 tasks, validation and test, next to their trivial baselines.
 
-    python -m ftcp.ssl pretext-table --data Data [--out SSL_DIR] [--to "Supplemental Information"]
+    ftcp ssl-pretext-table --data Data [--out SSL_DIR] [--to "Supplemental Information"]
 
 Reads ``<ssl dir>/block<N>_<name>/{metrics.json,config.json}`` (N = 1..6) and writes
 ``pretext_tasks.json`` and ``pretext_tasks.md``: per task the metric and its direction, the
@@ -62,7 +62,8 @@ def build_table(ssl_dir, command: str | None = None, data_root=None) -> dict:
                      "val": val["model"], "test": test["model"],
                      "baseline_val": val["baseline"], "baseline_test": test["baseline"],
                      "baseline_kind": val.get("baseline_kind"),
-                     "beats_baseline_val": bool(val["beats_baseline"]), "beats_baseline_test": bool(test["beats_baseline"]),
+                     "beats_baseline_val": bool(val["beats_baseline"]),
+                     "beats_baseline_test": bool(test["beats_baseline"]),
                      "test_ge_val": holds_up_on_test(val["model"], test["model"], hib),
                      "n_val": val.get("n"), "n_test": test.get("n")})
     done = [r for r in rows if r["status"] == "ok"]
@@ -120,21 +121,25 @@ def to_markdown(table: dict) -> str:
              f"{s['beat_baseline_test']} of {s['tasks_run']} beat their trivial baseline on test."
              + ("" if s["tasks_run"] == s["tasks_total"] else f" ({s['tasks_total'] - s['tasks_run']} tasks not run.)"),
              "",
-             "| # | block | task | metric | better | val | test | baseline val | baseline test | beats baseline (test) | test >= val |",
+             "| # | block | task | metric | better | val | test | baseline val | baseline test "
+             "| beats baseline (test) | test >= val |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in table["tasks"]:
         if r["status"] != "ok":
-            lines.append(f"| {r['task']} | B{r['block']} {r['block_name']} | {r['name']} | {r['status']} | | | | | | | |")
+            lines.append(f"| {r['task']} | B{r['block']} {r['block_name']} | {r['name']} | {r['status']} "
+                         "| | | | | | | |")
             continue
         lines.append(f"| {r['task']} | B{r['block']} {r['block_name']} | {r['name']} | {r['metric']} | "
                      f"{'higher' if r['higher_is_better'] else 'lower'} | {_fmt(r['val'])} | {_fmt(r['test'])} | "
                      f"{_fmt(r['baseline_val'])} | {_fmt(r['baseline_test'])} | "
                      f"{'yes' if r['beats_baseline_test'] else 'NO'} | {'yes' if r['test_ge_val'] else 'no'} |")
     lines += ["", "Metrics: accuracy (classification; baseline = majority class of SSL-train), nmse (MSE / SSL-train "
-              "variance per group; baseline = group mean, ~1), periodic_error (1 - cos 2 pi dx, mean over axes; baseline = "
+              "variance per group; baseline = group mean, ~1), periodic_error (1 - cos 2 pi dx, mean over axes; "
+              "baseline = "
               "best constant point), rmse (physical units; baseline = mean), retrieval_top1 (the other view among 256; "
               "baseline = chance). All values from each block's best checkpoint (lowest validation loss).", "",
-              "| block | materials train / val / test | epochs run (best) | batch | lr | seed | device | world | train s |",
+              "| block | materials train / val / test | epochs run (best) | batch | lr | seed | device | world "
+              "| train s |",
               "|---|---|---|---|---|---|---|---|---|"]
     for key, p in table["blocks"].items():
         parts = p.get("parts") or {}

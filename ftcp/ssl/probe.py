@@ -105,7 +105,7 @@ class LabelProbe:
         self.fit, self.score, self.labels = fit, score, labels
 
     @classmethod
-    def for_run(cls, data, train_positions: np.ndarray, size: int, seed: int) -> "LabelProbe | None":
+    def for_run(cls, data, train_positions: np.ndarray, size: int, seed: int) -> LabelProbe | None:
         labels = read_labels(data.root, data.ids)
         if not labels:
             return None
@@ -118,7 +118,8 @@ class LabelProbe:
     def run(self, block, model, dd, batch_size: int) -> dict:
         was_training = model.training
         with torch.no_grad():
-            emb = embed_positions(block, model, dd, np.concatenate([self.fit, self.score]), batch_size).astype(np.float64)
+            emb = embed_positions(block, model, dd, np.concatenate([self.fit, self.score]),
+                                  batch_size).astype(np.float64)
         model.train(was_training)
         x_fit, x_score = emb[:len(self.fit)], emb[len(self.fit):]
         out = {"n_fit": int(len(self.fit)), "n_score": int(len(self.score)), "effective_rank": effective_rank(x_fit),

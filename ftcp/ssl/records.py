@@ -6,7 +6,7 @@ that are small and compress well: the element slots (rows 0-102), the cell (103-
 coordinates (105-204) and occupancies (205-304) give ``ftcp.featurizer.Crystal`` records, and
 the 92-d property vectors of the slots (rows 306-397, columns 0-3) give the elemental table.
 ``ftcp.featurizer.featurize_crystals`` then recomputes the map exactly as the store builder
-did.  A region pack therefore carries those small regions (``python -m ftcp.ssl pack --blocks
+did.  A region pack therefore carries those small regions (``ftcp ssl-pack --blocks
 6``, ~2 MB more than Blocks 1-3 for mp_36k) and the map is rebuilt where training runs.
 
 The rebuilt values equal the store's up to float32 rounding (the store computed them from the

@@ -143,7 +143,7 @@ class TrainStep:
         self.skipped.add_(bad.to(torch.int64))
         self.flags.index_put_((self.counter.clamp_max(len(self.flags) - 1).reshape(1),), bad.reshape(1))
         self.counter.add_(1)
-        for buf, snap in zip(self.bn, self.bn_snapshot):
+        for buf, snap in zip(self.bn, self.bn_snapshot, strict=False):
             buf.copy_(torch.where(bad, snap, buf))
 
     def _eager(self, inputs, targets, side_stream: bool) -> None:
@@ -186,7 +186,7 @@ class TrainStep:
         if entry is not None:
             graph, static_inputs, static_targets = entry
             for (_, dst), (_, src) in zip(_leaves({"i": static_inputs, "t": static_targets}),
-                                          _leaves({"i": inputs, "t": targets})):
+                                          _leaves({"i": inputs, "t": targets}), strict=False):
                 if isinstance(dst, torch.Tensor):
                     dst.copy_(src)
             graph.replay()

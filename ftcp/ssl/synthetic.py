@@ -11,6 +11,10 @@ from pathlib import Path
 
 import numpy as np
 
+from ..featurizer import featurize
+from .data import open_source
+from .targets import CACHE_FILE, compute_crystal_systems
+
 # prototypes: (space group, lattice kind, number of species, Wyckoff coordinates of the species)
 _PROTOTYPES = [
     (225, "cubic", 2, [[0, 0, 0], [0.5, 0.5, 0.5]]),                  # rock salt
@@ -44,9 +48,29 @@ def _expanded(sg, kind, k, coords):
     return s.frac_coords, [names.index(str(site.specie)) for site in s]
 
 
+def _random_lattice(kind: str, a: float, rng):
+    """A random cell of this crystal system with first edge ``a`` (only the system's own draws are made)."""
+    from pymatgen.core import Lattice  # pymatgen is not needed on a training machine (this module is for tests)
+
+    if kind == "cubic":
+        return Lattice.cubic(a)
+    if kind == "hexagonal":
+        return Lattice.hexagonal(a, a * rng.uniform(1.2, 2.8))
+    if kind == "tetragonal":
+        return Lattice.tetragonal(a, a * rng.uniform(0.6, 1.6))
+    if kind == "orthorhombic":
+        return Lattice.orthorhombic(a, a * rng.uniform(1.1, 1.6), a * rng.uniform(0.6, 0.9))
+    if kind == "monoclinic":
+        return Lattice.monoclinic(a, a * rng.uniform(1.1, 1.5), a * rng.uniform(0.7, 0.9), rng.uniform(95, 115))
+    if kind == "triclinic":
+        return Lattice.from_parameters(a, a * rng.uniform(1.1, 1.4), a * rng.uniform(0.7, 0.9),
+                                       *rng.uniform(75, 105, size=3))
+    raise KeyError(kind)
+
+
 def random_structures(n: int, seed: int = 0):
     """``n`` symmetric crystals: prototypes with random elements and cell sizes."""
-    from pymatgen.core import Lattice, Structure
+    from pymatgen.core import Structure
 
     rng = np.random.default_rng(seed)
     expanded = [_expanded(*p) for p in _PROTOTYPES]
@@ -55,22 +79,13 @@ def random_structures(n: int, seed: int = 0):
         _, kind, k, _ = _PROTOTYPES[i % len(_PROTOTYPES)]
         frac, slot = expanded[i % len(_PROTOTYPES)]
         a = rng.uniform(3.0, 6.5)
-        lat = {"cubic": lambda: Lattice.cubic(a),
-               "hexagonal": lambda: Lattice.hexagonal(a, a * rng.uniform(1.2, 2.8)),
-               "tetragonal": lambda: Lattice.tetragonal(a, a * rng.uniform(0.6, 1.6)),
-               "orthorhombic": lambda: Lattice.orthorhombic(a, a * rng.uniform(1.1, 1.6), a * rng.uniform(0.6, 0.9)),
-               "monoclinic": lambda: Lattice.monoclinic(a, a * rng.uniform(1.1, 1.5), a * rng.uniform(0.7, 0.9),
-                                                        rng.uniform(95, 115)),
-               "triclinic": lambda: Lattice.from_parameters(a, a * rng.uniform(1.1, 1.4), a * rng.uniform(0.7, 0.9),
-                                                            *rng.uniform(75, 105, size=3))}[kind]()
+        lat = _random_lattice(kind, a, rng)
         species = [str(e) for e in rng.choice(_ELEMENTS, size=k, replace=False)]
         out.append(Structure(lat, [species[j] for j in slot], frac))
     return out
 
 
 def make_synthetic_root(path, n: int = 96, seed: int = 0) -> Path:
-    from ..featurizer import featurize
-
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     structures = random_structures(n, seed)
@@ -82,8 +97,6 @@ def make_synthetic_root(path, n: int = 96, seed: int = 0) -> Path:
 def synthetic_root_cached(base_dir, n: int = 112, seed: int = 0) -> Path:
     """A synthetic root under ``base_dir`` with its Block 2 crystal-system cache in ``SSL/``;
     built once, reused afterwards (tests share it across modules)."""
-    from .data import open_source
-    from .targets import CACHE_FILE, compute_crystal_systems
 
     path = Path(base_dir) / f"ssl_synthetic_{n}_{seed}"
     if not (path / "SSL" / CACHE_FILE).exists():

@@ -21,6 +21,9 @@ from pathlib import Path
 import numpy as np
 
 from .. import layout as L
+from ..featurizer import to_structure
+from ..io_utils import atomic_save_npz, atomic_write_json
+from ..logs import progress_bar
 
 CRYSTAL_SYSTEMS = ("triclinic", "monoclinic", "orthorhombic", "tetragonal", "trigonal", "hexagonal", "cubic")
 UNKNOWN = -1
@@ -33,9 +36,7 @@ _REGIONS = ("element_matrix", "lattice", "site_coords", "site_occupancy")
 
 def _classify_chunk(args):
     """Worker: crystal-system codes of a chunk of materials given their raw regions."""
-    from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
-
-    from ..featurizer import to_structure
+    from pymatgen.symmetry.analyzer import SpacegroupAnalyzer  # heavy: loaded in the workers that classify
 
     regions, symprec, retry, angle_tol = args
     n = len(regions["lattice"])
@@ -72,8 +73,6 @@ def compute_crystal_systems(source, out_dir, workers: int | None = None, chunk_s
     """
     from multiprocessing import get_context
 
-    from tqdm.auto import tqdm
-
     out_dir = Path(out_dir)
     parts = out_dir / "crystal_system.parts"
     parts.mkdir(parents=True, exist_ok=True)
@@ -88,8 +87,8 @@ def compute_crystal_systems(source, out_dir, workers: int | None = None, chunk_s
             e = min(s + chunk_size, n)
             yield s, ({k: v[s:e] for k, v in regions.items()}, symprec, SYMPREC_RETRY, ANGLE_TOLERANCE)
 
-    bar = tqdm(total=n, initial=n - sum(min(chunk_size, n - s) for s in todo), desc="crystal systems",
-               unit="crystal", disable=not progress)
+    bar = progress_bar(None, progress, total=n, initial=n - sum(min(chunk_size, n - s) for s in todo),
+                       desc="crystal systems", unit="crystal")
     if todo:
         ctx = get_context("spawn") if workers > 1 else None
         pool = ctx.Pool(workers) if ctx else None
@@ -97,11 +96,10 @@ def compute_crystal_systems(source, out_dir, workers: int | None = None, chunk_s
             order = [s for s, _ in jobs()]
             results = (pool.imap(_classify_chunk, (a for _, a in jobs())) if pool
                        else map(_classify_chunk, (a for _, a in jobs())))
-            for s, (codes, errors) in zip(order, results):
+            for s, (codes, errors) in zip(order, results, strict=False):
                 err_ids = np.array([str(source.ids[s + i]) for i in errors], dtype=str)
                 err_msg = np.array(list(errors.values()), dtype=str)
-                np.savez(parts / f"{s:09d}.tmp.npz", codes=codes, error_id=err_ids, error=err_msg)
-                os.replace(parts / f"{s:09d}.tmp.npz", parts / f"{s:09d}.npz")
+                atomic_save_npz(parts / f"{s:09d}.npz", codes=codes, error_id=err_ids, error=err_msg)
                 bar.update(len(codes))
         finally:
             if pool:
@@ -112,15 +110,16 @@ def compute_crystal_systems(source, out_dir, workers: int | None = None, chunk_s
     for s in starts:
         with np.load(parts / f"{s:09d}.npz") as part:
             codes.append(part["codes"])
-            failures += [{"material_id": str(m), "error": str(e)} for m, e in zip(part["error_id"], part["error"])]
+            failures += [{"material_id": str(m), "error": str(e)}
+                         for m, e in zip(part["error_id"], part["error"], strict=False)]
     codes = np.concatenate(codes)
     meta = {"symprec": symprec, "symprec_retry": SYMPREC_RETRY, "angle_tolerance": ANGLE_TOLERANCE,
-            "classes": list(CRYSTAL_SYSTEMS), "unknown": UNKNOWN, "n": int(n), "n_unknown": int((codes == UNKNOWN).sum()),
+            "classes": list(CRYSTAL_SYSTEMS), "unknown": UNKNOWN, "n": int(n),
+            "n_unknown": int((codes == UNKNOWN).sum()),
             "counts": {c: int((codes == k).sum()) for k, c in enumerate(CRYSTAL_SYSTEMS)}}
-    tmp = out_dir / (CACHE_FILE + ".tmp.npz")
-    np.savez(tmp, material_id=source.ids.astype(str), crystal_system=codes, meta=np.array(json.dumps(meta)))
-    os.replace(tmp, out_dir / CACHE_FILE)
-    (out_dir / "crystal_system_failures.json").write_text(json.dumps(failures, indent=1))
+    atomic_save_npz(out_dir / CACHE_FILE, material_id=source.ids.astype(str), crystal_system=codes,
+                    meta=np.array(json.dumps(meta)))
+    atomic_write_json(out_dir / "crystal_system_failures.json", failures)
     for f in parts.iterdir():
         f.unlink()
     parts.rmdir()
@@ -139,11 +138,11 @@ def load_crystal_systems(ids, search_dirs) -> tuple[np.ndarray, dict]:
             missing = [m for m in ids if m not in pos]
             if missing:
                 raise ValueError(f"{path} has no crystal system for {len(missing)} materials, e.g. {missing[:3]}; "
-                                 f"delete it and run `python -m ftcp.ssl prepare` again")
+                                 f"delete it and run `ftcp ssl-prepare` again")
             return codes[np.array([pos[m] for m in ids], dtype=np.int64)].astype(np.int64), meta
     raise FileNotFoundError(
         f"no {CACHE_FILE} in {[str(d) for d in search_dirs]}: Block 2's crystal-system targets need pymatgen/spglib "
-        f"and are computed once on a CPU machine: `python -m ftcp.ssl prepare --data ROOT [--out SSL_DIR]`")
+        f"and are computed once on a CPU machine: `ftcp ssl-prepare --data DIR [--out SSL_DIR]`")
 
 
 def ensure_crystal_systems(source, ssl_dir, search_dirs=(), workers=None, progress=True) -> Path:

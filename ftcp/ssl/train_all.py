@@ -1,8 +1,8 @@
 """Train all six SSL blocks, assemble the 2,048-d features and write the pretext-task table.
 
-    python SSL_Training/train_all.py --data Data [--device auto] [--quick | --epochs-scale F] ...
-    python -m ftcp.ssl train-all --data Data ...
-    torchrun --nproc_per_node=2 SSL_Training/train_all.py --data PACK --device cuda ...
+    ftcp ssl-train-all --data Data [--device auto] [--quick | --epochs-scale F] ...
+    python SSL_Training/train_all.py --data Data ...          # the same
+    torchrun --nproc_per_node=2 -m ftcp ssl-train-all --data PACK --device cuda ...
 
 Steps: (1) ``prepare`` when the SSL split / normaliser / crystal systems are missing (a region
 pack must carry them); (2) blocks 1..6 in order through ``ftcp.ssl.engine.run_block`` -
@@ -20,11 +20,18 @@ import json
 import logging
 import sys
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 from .. import layout as L
-from ..io_utils import atomic_write_json, sha256_file, utc_now
+from ..errors import UserError
+from ..io_utils import atomic_write_json, parse_key_value, resolve_data_root, sha256_file, to_jsonable, utc_now
+from ..provenance import git_commit
 from . import data as D
+from .blocks import load_block
+from .config import TrainConfig, add_config_arguments
+from .options import add_data_args, exclusion
+from .pretext_table import write_table
 
 log = logging.getLogger(__name__)
 
@@ -42,64 +49,59 @@ TRAIN_KEYS = ("epochs", "batch_size", "lr", "patience", "weight_decay", "grad_cl
               "max_samples", "amp", "bucket", "eval_batch_size")
 
 
-def add_arguments(p: argparse.ArgumentParser):
-    from .cli import add_data_args
+#: the training options of train-all, generated from TrainConfig (the rest are per block: --set)
+SHARED_CONFIG = ("device", "seed", "amp", "threads", "max_samples", "probe_every", "cuda_graphs", "progress", "resume")
 
-    add_data_args(p)
+
+def add_arguments(p: argparse.ArgumentParser, top_level: bool = False):
+    add_data_args(p, top_level=top_level)
     p.add_argument("--blocks", type=int, nargs="+", default=[b.number for b in L.BLOCKS], choices=range(1, 7),
-                   help="blocks to train (default all six); the features are assembled whenever all six exist")
-    p.add_argument("--device", default="auto", help="auto | cpu | cuda[:N] (default auto: GPU when present)")
+                   metavar="N", help="blocks to train (default all six); the features are assembled whenever all "
+                                     "six exist")
     p.add_argument("--preset", choices=("upstream", "fast"), default="upstream",
-                   help="upstream: each block's upstream lr/batch/epochs; fast: larger batches for GPUs (see README)")
+                   help="upstream: each block's upstream lr/batch/epochs; fast: larger batches for GPUs (see "
+                        "SSL_Training/README.md)")
     p.add_argument("--objective", choices=("upstream", "crossmodal"), default="upstream",
                    help="upstream: the 13 pretext tasks (the published replication); crossmodal: plus every block "
                         "predicting a summary of the whole crystal through a linear head (ftcp.ssl.crossmodal)")
     p.add_argument("--crossmodal-weight", type=float, default=1.0, metavar="W",
                    help="loss weight of the cross-modal task with --objective crossmodal (default 1)")
-    p.add_argument("--probe-every", type=int, default=0, metavar="N",
-                   help="label probe on SSL-train crystals before training and every N epochs (0: off)")
-    p.add_argument("--no-cuda-graphs", action="store_true", help="run every training step eagerly on CUDA")
     g = p.add_mutually_exclusive_group()
-    g.add_argument("--epochs-scale", type=float, default=None, help="multiply every block's epoch count (min 1)")
+    g.add_argument("--epochs-scale", type=float, default=None, metavar="F",
+                   help="multiply every block's epoch count (min 1)")
     g.add_argument("--quick", action="store_true", help=f"short schedules: epochs x {QUICK_EPOCHS_SCALE} (min 1)")
-    p.add_argument("--max-samples", type=int, default=None, help="cap SSL-train per block (export still covers all)")
-    p.add_argument("--seed", type=int, default=42, help="training seed (default 42)")
+    add_config_arguments(p, only=SHARED_CONFIG)
     p.add_argument("--set", action="append", default=[], metavar="N:KEY=VALUE",
                    help="per-block setting, repeatable: a training setting (epochs, batch_size, lr, patience, "
                         "warmup_epochs, max_samples) or a model setting (e.g. 6:conv_channels=[8,16,32])")
-    p.add_argument("--amp", choices=("auto", "bf16", "off"), default="auto")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (on a busy CPU, 1 is often fastest)")
-    p.add_argument("--workers", type=int, default=None, help="processes for the crystal-system targets (prepare)")
-    p.add_argument("--restart", action="store_true", help="retrain every selected block from scratch")
-    p.add_argument("--no-assemble", action="store_true")
+    p.add_argument("--workers", type=int, default=None, metavar="N",
+                   help="processes for the crystal-system targets (default: the CPU count)")
+    p.add_argument("--no-assemble", action="store_true", help="do not assemble the 2,048-d features")
     p.add_argument("--upstream-layout", action="store_true",
                    help="also write Split_*/{Train,Test}/*_Extracted_Features_*.npy for every split of the data root")
-    p.add_argument("--table-dir", default=None,
+    p.add_argument("--table-dir", metavar="DIR", default=None,
                    help="where pretext_tasks.{md,json} go (default: the SSL directory)")
-    p.add_argument("--no-table", action="store_true")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--no-table", action="store_true", help="do not write the pretext-task table")
 
 
-def _parse_sets(items) -> dict[int, dict]:
+def parse_sets(items) -> dict[int, dict]:
+    """``--set N:KEY=VALUE`` items -> {block number: {key: value}} (values as ``io_utils.parse_key_value``)."""
     out: dict[int, dict] = {}
     for item in items:
+        n, sep, kv = str(item).partition(":")
         try:
-            n, kv = item.split(":", 1)
-            k, v = kv.split("=", 1)
+            number = int(n)
         except ValueError:
-            raise ValueError(f"--set expects N:KEY=VALUE, got {item!r}") from None
-        try:
-            value = json.loads(v)
-        except json.JSONDecodeError:
-            value = v
-        out.setdefault(int(n), {})[k] = value
+            number = None
+        if not sep or number is None:
+            raise UserError(f"--set expects N:KEY=VALUE, got {item!r}")
+        key, value = parse_key_value(kv, "--set")
+        out.setdefault(number, {})[key] = value
     return out
 
 
 def block_config(block, args, sets: dict):
     """The TrainConfig of one block for these arguments."""
-    from .engine import TrainConfig
-
     own = dict(sets.get(block.number, {}))
     if getattr(args, "objective", "upstream") == "crossmodal":
         own.setdefault("crossmodal_weight", args.crossmodal_weight)
@@ -110,9 +112,9 @@ def block_config(block, args, sets: dict):
         scale = QUICK_EPOCHS_SCALE if args.quick else args.epochs_scale
         epochs = max(1, int(round(block.defaults.epochs * scale))) if scale else block.defaults.epochs
     settings = {**preset, **train, "epochs": int(epochs), "seed": args.seed, "split_seed": args.split_seed,
-                "device": args.device, "amp": args.amp, "threads": args.threads, "progress": not args.no_progress,
-                "resume": not args.restart, "model": own, "probe_every": args.probe_every,
-                "cuda_graphs": not args.no_cuda_graphs}
+                "device": args.device, "amp": args.amp, "threads": args.threads, "progress": args.progress,
+                "resume": args.resume, "model": own, "probe_every": args.probe_every,
+                "cuda_graphs": args.cuda_graphs}
     if args.max_samples is not None and "max_samples" not in train:
         settings["max_samples"] = args.max_samples
     return TrainConfig.for_block(block, **settings)
@@ -127,8 +129,6 @@ def prepared_file(name: str, ssl_dir: Path, root: Path) -> Path:
 
 
 def _record(block, cfg, ssl_dir: Path, root: Path, world: int) -> dict:
-    from dataclasses import asdict
-
     train = asdict(cfg)
     return {"block": block.number, "train": {k: train[k] for k in TRAIN_KEYS}, "split_seed": cfg.split_seed,
             "model": block.model_config(cfg.model, cfg.embed_dim), "world_size": world,
@@ -161,21 +161,18 @@ def ensure_prepared(root: Path, ssl_dir: Path, args, need_crystal_systems: bool)
     The stored split is the authority; ``--protocol`` / ``--exclude-*`` only matter for a new one
     (or are refused when they contradict the stored one).
     """
-    from . import targets
-    from .cli import exclusion
+    from . import targets  # pymatgen
 
     exclude, source = exclusion(args)
     data = D.prepare(root, ssl_dir, args.split_seed, exclude, source, create=True)
     if need_crystal_systems:
         targets.ensure_crystal_systems(data.source, data.ssl_dir, data.search_dirs()[1:], workers=args.workers,
-                                       progress=not args.no_progress)
+                                       progress=args.progress)
     return data
 
 
 def run_record(args, data: D.SSLData, sets: dict, world: int, device_name: str) -> dict:
     """What one train-all run was (``ssl_run.json``): protocol, split, preset, objective, seed, commit."""
-    from ..provenance import git_commit
-
     return {"kind": "ssl_run", "protocol": D.split_summary(data.split)["protocol"],
             "split": D.split_summary(data.split), "preset": args.preset, "objective": args.objective,
             "crossmodal_weight": args.crossmodal_weight if args.objective == "crossmodal" else 0.0,
@@ -191,7 +188,7 @@ def _argv_tail() -> list[str]:
 
 
 def _train_one(block, cfg, root, ssl_dir, ddp) -> dict:
-    from .engine import run_block
+    from .engine import run_block  # torch
 
     t = time.perf_counter()
     metrics = run_block(block, cfg, root=root, ssl_dir=ssl_dir)
@@ -210,24 +207,23 @@ def _train_one(block, cfg, root, ssl_dir, ddp) -> dict:
 
 
 def run_all(args) -> dict:
+    # torch and the modules that import it load here, not when the ftcp parser imports this module
     import torch
 
     from .assemble import RUN_FILE, assemble
-    from .cli import load_block
     from .engine import device_kind, setup_distributed
-    from .pretext_table import write_table
 
     t0 = time.perf_counter()
-    root = D.data_root(args.data)
+    root = resolve_data_root(args.data)
     ssl_dir = Path(args.out) if args.out else root / "SSL"
     kind = device_kind(args.device)
     ddp = setup_distributed(kind)          # one process group for all blocks (the engine reuses it)
-    sets = _parse_sets(args.set)
+    sets = parse_sets(args.set)
     try:
         if ddp.main:
             data = ensure_prepared(root, ssl_dir, args, 2 in args.blocks)
             if args.objective == "crossmodal":
-                from .crossmodal import ensure_descriptors
+                from .crossmodal import ensure_descriptors  # torch
 
                 ensure_descriptors(data.source, data.ssl_dir, data.search_dirs()[1:])
         ddp.barrier()
@@ -241,7 +237,7 @@ def run_all(args) -> dict:
         for n in args.blocks:
             block = load_block(n)
             cfg = block_config(block, args, sets)
-            done, why = block_is_done(block, cfg, ssl_dir, root, ddp.world) if not args.restart else (False, "--restart")
+            done, why = block_is_done(block, cfg, ssl_dir, root, ddp.world) if args.resume else (False, "--restart")
             if done:
                 if ddp.main:
                     log.info("block %d (%s): already trained with these settings, skipped", n, block.name)
@@ -264,7 +260,7 @@ def run_all(args) -> dict:
                 summary["table"] = write_table(ssl_dir, table_dir, command=command, data_root=root)["summary"]
             summary["total_seconds"] = time.perf_counter() - t0
             summary.update(created_utc=utc_now(), device=device_name, threads=torch.get_num_threads())
-            atomic_write_json(ssl_dir / "train_all_summary.json", json.loads(json.dumps(summary, default=str)))
+            atomic_write_json(ssl_dir / "train_all_summary.json", to_jsonable(summary))
             log.info("train-all finished in %.1f s: %s", summary["total_seconds"],
                      ", ".join(f"B{n} {v.get('seconds', 0):.0f}s" for n, v in summary["blocks"].items())
                      + (f", assembly {summary['assemble_seconds']:.1f}s" if "assemble_seconds" in summary else ""))
@@ -275,15 +271,3 @@ def run_all(args) -> dict:
             import torch.distributed as dist
             if dist.is_initialized():
                 dist.destroy_process_group()
-
-
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description="Train the six SSL blocks (resuming finished ones), assemble the 2,048-d "
-                                            "features and write the pretext-task table.")
-    add_arguments(p)
-    run_all(p.parse_args(argv))
-    return 0
-
-
-if __name__ == "__main__":
-    main()

@@ -1,0 +1,1 @@
+"""Scenario1 Linear Regression: ``run_scenario1.main(argv)``."""

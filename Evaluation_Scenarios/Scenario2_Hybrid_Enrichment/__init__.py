@@ -1,0 +1,1 @@
+"""Scenario2 Hybrid Enrichment: ``run_scenario2.main(argv)``."""

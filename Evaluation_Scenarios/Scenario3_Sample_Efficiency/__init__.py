@@ -1,0 +1,1 @@
+"""Scenario3 Sample Efficiency: ``run_scenario3.main(argv)``."""
