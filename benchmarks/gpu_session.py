@@ -153,6 +153,7 @@ def ssl_jobs(plan, data: Path, runs: Path, probe_every: int) -> list[tuple[list[
                 cmd += ["--crossmodal-weight", str(spec[4] if len(spec) > 4 else 1.0)]
             # cross-modal runs last: their targets are made first
             weight = WEIGHT[preset][n] - (1000 if objective == "crossmodal" else 0)
+            weight -= 2000 * (len(spec) > 4 and spec[4] != 1.0)   # whole runs of one setting before the next
             jobs.append((weight, cmd, d / "logs" / f"block{n}.log"))
     jobs.sort(key=lambda j: -j[0])
     return [(cmd, log) for _, cmd, log in jobs]
