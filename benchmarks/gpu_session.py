@@ -45,6 +45,8 @@ PLANS = {
             + [("fast", p, s, "upstream") for s in (42, 43, 44) for p in ("inductive", "transductive")]
             + [("fast", "inductive", s, "crossmodal") for s in (42, 43, 44)],
     "smoke": [("fast", "inductive", 42, "upstream")],
+    # the third seed of the fast inductive upstream-objective runs
+    "fill": [("fast", "inductive", 44, "upstream")],
     # the cross-modal objective at two loss weights, three seeds each (issue: pretext objectives vs random init)
     "crossmodal": [("fast", "inductive", s, "crossmodal", w) for w in (1.0, 4.0) for s in (42, 43, 44)],
 }

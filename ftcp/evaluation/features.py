@@ -117,7 +117,8 @@ def ssl_info(ssl_dir) -> dict:
     info = {"label": ssl_dir.name, "sha256": sha256_file(path), "standin": False,
             "protocol": (meta.get("ssl_split") or {}).get("protocol", "unknown"),
             "ssl_split": meta.get("ssl_split"), "init": meta.get("init"),
-            "preset": run.get("preset"), "objective": run.get("objective"), "seed": run.get("seed"),
+            "preset": run.get("preset"), "objective": run.get("objective"),
+            "crossmodal_weight": run.get("crossmodal_weight"), "seed": run.get("seed"),
             "git": run.get("git"), "trained_on": run.get("device_name")}
     marker = ssl_dir / STANDIN_INFO
     if marker.exists():

@@ -21,7 +21,7 @@ import numpy as np
 from . import plots
 from .metrics import t_interval
 from .paper import DESIGN_ANCHORS, PAPER
-from .report_data import Results, SSLRun, split_key, target_key
+from .report_data import Results, SSLRun, objective_name, split_key, target_key
 
 QUICK_NOTE = "**QUICK smoke run** (subsampled, few seeds) — not a benchmark"
 STANDIN_NOTE = (
@@ -1017,7 +1017,7 @@ def _objectives(ctx) -> list[str]:
             if m.get("status") != "finished" or len(probes) < 2:
                 continue
             key = (
-                run.get("objective") or "upstream",
+                objective_name(run.get("objective"), run.get("crossmodal_weight")),
                 run.get("preset") or "?",
                 run.get("max_samples"),
                 (run.get("split") or {}).get("protocol") or "?",

@@ -48,18 +48,32 @@ class SSLRun:
         )
 
 
-def ssl_run_of(d: dict) -> SSLRun | None:
+def objective_name(objective: str | None, crossmodal_weight=None) -> str:
+    """The objective as the tables name it: ``upstream``, ``crossmodal`` (loss weight 1) or
+    ``crossmodal (weight 4)``."""
+    name = objective or "upstream"
+    if name == "crossmodal" and crossmodal_weight not in (None, 1, 1.0):
+        name += f" (weight {float(crossmodal_weight):g})"
+    return name
+
+
+def ssl_run_of(d: dict, weights: dict | None = None) -> SSLRun | None:
+    """``weights``: {run label: cross-modal loss weight} from the SSL-run records, for results whose
+    provenance predates the weight being recorded there."""
     ssl = (d.get("provenance") or {}).get("ssl")
     if not ssl:
         return None
     init = ssl.get("init") or ["trained"]
     init = "random" if any("random" in str(i) for i in init) else "trained"
     protocol = d.get("protocol") or ssl.get("protocol") or "unknown"
+    label = ssl.get("label") or d.get("ssl_run") or "SSL"
+    weight = ssl.get("crossmodal_weight", (weights or {}).get(label))
+    objective = ssl.get("objective")
     return SSLRun(
-        ssl.get("label") or d.get("ssl_run") or "SSL",
+        label,
         protocol,
         ssl.get("preset"),
-        ssl.get("objective"),
+        objective_name(objective, weight) if objective else None,
         ssl.get("seed"),
         init,
     )
@@ -83,9 +97,12 @@ class Results:
         self.s2 = [d for d in load_results(self.root, 2)]
         self.s3 = [d for d in load_results(self.root, 3)]
         self.probes = [d for d in load_results(self.root, "probes")]
+        self.weights = {
+            label: (rec.get("run") or {}).get("crossmodal_weight") for label, rec in self.ssl_records().items()
+        }
         self.runs: dict[str, SSLRun] = {}
         for d in self.s1 + self.s2 + self.s3 + self.probes:
-            run = ssl_run_of(d)
+            run = ssl_run_of(d, self.weights)
             if run is not None:
                 self.runs.setdefault(run.label, run)
 
@@ -143,7 +160,7 @@ class Results:
             slot = out.setdefault((d["target"], d["split"]), {"base": None, "ssl": {}})
             if any(r["features"] not in ("ssl", "none") for r in d["rows"]) and slot["base"] is None:
                 slot["base"] = d
-            run = ssl_run_of(d)
+            run = ssl_run_of(d, self.weights)
             if run is not None and any(r["features"] == "ssl" for r in d["rows"]):
                 slot["ssl"][run.label] = d
         return dict(sorted(out.items(), key=lambda kv: (target_key(kv[0][0]), split_key(kv[0][1]))))
@@ -154,7 +171,7 @@ class Results:
         (MLP seeds run one per process, forests run separately) merged by seed, and the summary recomputed."""
         groups: dict[tuple, list[dict]] = {}
         for d in self.s2:
-            run = ssl_run_of(d)
+            run = ssl_run_of(d, self.weights)
             groups.setdefault((run.label if run else "SSL", d["target"], d["split"]), []).append(d)
         out = {}
         for key, files in groups.items():
@@ -190,7 +207,7 @@ class Results:
         """{(run label, target, variant, pool side): result} with the model/fraction results of every file."""
         out: dict[tuple, dict] = {}
         for d in sorted(self.s3, key=lambda d: d["_file"]):
-            run = ssl_run_of(d)
+            run = ssl_run_of(d, self.weights)
             key = (run.label if run else "SSL", d["target"], d["variant"], d.get("pool_side", "-"))
             if key not in out:
                 out[key] = {**{k: v for k, v in d.items() if k not in ("results", "_file")}, "results": {}, "files": []}
@@ -200,7 +217,8 @@ class Results:
 
     # -- probes --------------------------------------------------------------------------------
     def probes_by_run(self) -> dict[str, dict]:
-        return {ssl_run_of(d).label: d for d in sorted(self.probes, key=lambda d: d["_file"]) if ssl_run_of(d)}
+        runs = ((ssl_run_of(d, self.weights), d) for d in sorted(self.probes, key=lambda d: d["_file"]))
+        return {run.label: d for run, d in runs if run}
 
     def dataset(self) -> dict:
         for d in self.s1 + self.s2 + self.s3:
