@@ -131,6 +131,7 @@ class Context:
     progress: bool = True
     restart: bool = False
     ssl_sets: list = field(default_factory=list)
+    protocol: str | None = None    # SSL protocol of a new SSL split (None: train_all's default, transductive)
     targets: list | None = None    # scenario targets (None: the scripts' defaults)
     synthetic: bool = False
     source: dict = field(default_factory=dict)
@@ -448,6 +449,7 @@ def train_all_args(ctx: Context, extra: list[str]):
             "--split-seed", str(ctx.seed), "--preset", ctx.preset, "--no-assemble", "--no-table"]
     argv += ["--quick"] if ctx.quick else []
     argv += [] if ctx.progress else ["--no-progress"]
+    argv += ["--protocol", ctx.protocol] if ctx.protocol else []
     for s in ctx.ssl_sets:
         argv += ["--set", s]
     return p.parse_args(argv + extra)
@@ -595,7 +597,7 @@ def _stage_report(ctx: Context) -> dict:
 # stage lists
 def ssl_stages() -> list[Stage]:
     return ([Stage("ssl-prepare", "SSL split, normaliser, Block 2 crystal systems", _stage_ssl_prepare,
-                   lambda ctx: {"split_seed": ctx.seed},
+                   lambda ctx: {"split_seed": ctx.seed, **({"protocol": ctx.protocol} if ctx.protocol else {})},
                    lambda ctx, rec: [ctx.ssl_dir / "ssl_split.json", ctx.ssl_dir / "normalizer.json"])]
             + [_ssl_block_stage(n) for n in range(1, 7)]
             + [Stage("ssl-assemble", "assemble the 2,048-d SSL features", _stage_assemble, lambda ctx: {},
@@ -700,7 +702,7 @@ def run_reproduce(source: str, data=None, device: str = "auto", preset: str = "u
                   report_dir=None, results=None, stages=None, seed: int = DEFAULT_SEED, restart: bool = False,
                   progress: bool = True, labels_csv=None, labels=None, targets=None, ssl_sets=(),
                   repo_id: str | None = None, revision: str | None = None, endpoint: str | None = None,
-                  command: str | None = None) -> dict:
+                  command: str | None = None, protocol: str | None = None) -> dict:
     """``source`` (``hf``, a CSV/JSON file or a folder of CIFs) through every stage to the report."""
     data = resolve_data_root(data)
     if source == "hf":
@@ -722,7 +724,7 @@ def run_reproduce(source: str, data=None, device: str = "auto", preset: str = "u
     ctx = Context(out=data, data=data, results=Path(results) if results else data / "Results",
                   report_dir=Path(report_dir) if report_dir else DEFAULT_REPORT_DIR, seed=seed, device=device,
                   quick=quick, preset=preset, progress=progress, restart=restart, ssl_sets=list(ssl_sets),
-                  targets=list(targets) if targets else None, source=src,
+                  targets=list(targets) if targets else None, source=src, protocol=protocol,
                   command=command or "python -m ftcp reproduce")
     all_stages = reproduce_stages(src["kind"])
     return run_stages(all_stages, ctx, expand_stages(stages, all_stages))
@@ -799,6 +801,9 @@ def register_cli(subparsers) -> None:
     q.add_argument("--preset", choices=("upstream", "fast"), default="upstream",
                    help="SSL settings: upstream's per-block lr/batch/epochs, or fast (larger batches, for GPUs)")
     q.add_argument("--quick", action="store_true", help="short SSL schedules and --quick scenarios (smoke run)")
+    q.add_argument("--protocol", choices=("transductive", "inductive"), default=None,
+                   help="SSL protocol: transductive (upstream's: the SSL sees every material) or inductive (the test "
+                        "materials of every downstream split left out of the SSL); default transductive")
     q.add_argument("--report-dir", default=None, metavar="DIR",
                    help="where RESULTS.md, figures and the pretext table go (default: the repository's "
                         "'Supplemental Information' in a checkout, else ./Supplemental Information)")
@@ -840,7 +845,7 @@ def _cli_reproduce(args) -> int:
     timing = run_reproduce(args.source, args.data, args.device, args.preset, args.quick, args.report_dir,
                            args.results, args.stages, args.seed, args.restart, args.progress,
                            args.labels_csv, labels, targets, args.ssl_set, args.repo_id, args.revision,
-                           args.endpoint, command=_command("python -m ftcp reproduce"))
+                           args.endpoint, command=_command("python -m ftcp reproduce"), protocol=args.protocol)
     print(format_timing(timing))
     return 0
 

@@ -175,6 +175,21 @@ def test_runner_stage_selection(tmp_path):
     assert P.expand_stages(["ssl", "report"], P.demo_stages())[:2] == ["ssl-prepare", "ssl-block1"]
 
 
+def test_reproduce_protocol_reaches_the_ssl_split_and_its_stage_key(tmp_path):
+    ctx = _ctx(tmp_path)
+    assert P.train_all_args(ctx, []).protocol is None                 # train_all's default (transductive)
+    prepare = P.ssl_stages()[0]
+    plain_key = prepare.key(ctx)
+    ctx.protocol = "inductive"
+    assert P.train_all_args(ctx, ["--blocks", "3"]).protocol == "inductive"
+    assert prepare.key(ctx) == {**plain_key, "protocol": "inductive"}   # a new protocol remakes the SSL split
+    # the three stages a GPU machine without pymatgen splits into
+    assert P.expand_stages(["data"], P.reproduce_stages("file")) == ["build", "split"]
+    assert P.expand_stages(["ssl"], P.reproduce_stages("file"))[-1] == "ssl-pretext-table"
+    assert P.expand_stages(["evaluation"], P.reproduce_stages("file")) == ["scenario1", "scenario2", "scenario3",
+                                                                            "report"]
+
+
 def test_scenario3_fractions():
     assert P.scenario3_fractions(129_473, 116_525, quick=False) == ([1.0, 5.0, 10.0], None)
     fr, why = P.scenario3_fractions(1000, 900, quick=True)
