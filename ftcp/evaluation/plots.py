@@ -25,9 +25,10 @@ def _plt():
     return plt
 
 
-def _save(fig, path: Path, note: str | None = None) -> Path:
+def _save(fig, path: Path, note: str | None = None, rect=None) -> Path:
+    """``rect``: the area the axes may fill (room for a figure legend), as ``tight_layout`` takes it."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout()
+    fig.tight_layout(rect=rect)
     if note:  # e.g. "SYNTHETIC demo data - not DFT", on every figure of such a report
         fig.subplots_adjust(bottom=fig.subplotpars.bottom + 0.06)
         fig.text(0.5, 0.01, note, ha="center", va="bottom", fontsize=8, color="firebrick", weight="bold")
@@ -254,50 +255,51 @@ def s1_splits(s1: dict, R, pub: dict, path: Path, note: str | None = None) -> Pa
 
 
 def block_probes(R, path: Path, note: str | None = None) -> Path | None:
-    """Per-block OLS test RMSE (each block alone, all but one), trained vs random-init, both targets."""
+    """Per-block RidgeCV test RMSE (each block alone, all but one) of the inductive runs, one bar per kind of
+    SSL table (random-init encoders, each trained objective), mean ± sd over runs, both targets."""
     probes = R.probes_by_run()
-    if not probes:
-        return None
     cols = ["all"] + [f"B{n}" for n in range(1, 7)] + [f"-B{n}" for n in range(1, 7)]
     groups: dict[str, list[dict]] = {}
     for label, d in probes.items():
         run = R.runs.get(label)
-        if run:
-            groups.setdefault("trained encoders" if run.trained else "random-init encoders", []).append(d)
+        if run and run.protocol == "inductive":
+            groups.setdefault(run.kind, []).append(d)
+    if not groups:
+        return None
+    order = sorted(groups, key=lambda k: (not k.startswith("random"), "crossmodal" in k, k))
+    palettes = {"random": iter(["#bdbdbd", "#969696"]), "crossmodal": iter(["#6baed6", "#2171b5", "#08306b"]),
+                "upstream": iter(["#fdae6b", "#e6550d", "#a63603", "#7f2704"])}
+    colors = [next(palettes["random" if k.startswith("random") else "crossmodal" if "crossmodal" in k
+                            else "upstream"], "#636363") for k in order]
     plt = _plt()
-    fig, axes = plt.subplots(1, 2, figsize=(13, 4.2))
-    width = 0.8 / max(1, len(groups))
+    fig, axes = plt.subplots(2, 1, figsize=(13, 7.6))
+    width = 0.8 / len(order)
     for ax, (t, unit) in zip(axes, (("formation_energy", "eV/atom"), ("band_gap", "eV")), strict=False):
-        for k, (name, ds) in enumerate(sorted(groups.items())):
+        for k, name in enumerate(order):
+            ds = groups[name]
             means, errs = [], []
             for c in cols:
                 v = [
                     r["test"]["rmse"]
                     for d in ds
                     for r in d["rows"]
-                    if r["columns"] == c and r["model"] == "ols" and r["target"] == t
+                    if r["columns"] == c and r["model"] == "ridgecv" and r["target"] == t
                 ]
                 means.append(np.mean(v) if v else np.nan)
                 errs.append(np.std(v, ddof=1) if len(v) > 1 else 0.0)
-            x = np.arange(len(cols)) + (k - (len(groups) - 1) / 2) * width
-            ax.bar(
-                x,
-                means,
-                width,
-                yerr=errs,
-                capsize=2,
-                label=f"{name} ({len(ds)} runs)",
-                color="#e6550d" if name.startswith("trained") else "#fdae6b",
-                hatch="" if name.startswith("trained") else "//",
-                edgecolor="black",
-                linewidth=0.4,
-            )
+            x = np.arange(len(cols)) + (k - (len(order) - 1) / 2) * width
+            runs = f"{len(ds)} run" + ("" if len(ds) == 1 else "s")
+            ax.bar(x, means, width, yerr=errs, capsize=1.5, label=f"{name} ({runs})",
+                   color=colors[k], hatch="//" if name.startswith("random") else "",
+                   edgecolor="black", linewidth=0.4)
         ax.set_xticks(np.arange(len(cols)), cols, fontsize=8)
-        ax.set_ylabel(f"OLS test RMSE ({unit})")
+        ax.set_ylabel(f"RidgeCV test RMSE ({unit})")
         ax.set_ylim(bottom=0)
-        ax.set_title(f"{_pretty_target(t)}, random_10: 'Bn' = block n alone, '-Bn' = all blocks but n", fontsize=9)
-        ax.legend(fontsize=7)
-    return _save(fig, path, note)
+        ax.set_title(f"{_pretty_target(t)}, random_10, inductive SSL: 'Bn' = block n alone, "
+                     "'-Bn' = all blocks but n (lower is better)", fontsize=9)
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=min(3, len(labels)), fontsize=8, frameon=False)
+    return _save(fig, path, note, rect=(0, 0.07, 1, 1))
 
 
 # ---------------------------------------------------------------------------------------
@@ -453,9 +455,18 @@ def s3_figure(items: dict, paper: dict, path: Path, standin: bool, note: str | N
 
 
 def probe_curves(ssl_records: dict, R, path: Path, note: str | None = None) -> Path | None:
-    """The label probe of every run over its training epochs, per block (formation energy)."""
+    """The label probe of every full-data run over its training epochs, per block (formation energy):
+    colour = objective, line style = protocol.  Runs trained on a capped subset are left out (their
+    probe is not comparable)."""
+    from .report_data import objective_name
+
     series: dict[int, list] = {}
-    for label, rec in ssl_records.items():
+    for rec in ssl_records.values():
+        run = rec.get("run") or {}
+        if run.get("max_samples"):
+            continue
+        objective = objective_name(run.get("objective"), run.get("crossmodal_weight"))
+        proto = (run.get("split") or {}).get("protocol") or run.get("protocol") or "transductive"
         for n, b in rec["blocks"].items():
             probes = ((b.get("metrics") or {}).get("probes")) or []
             pts = [
@@ -464,21 +475,21 @@ def probe_curves(ssl_records: dict, R, path: Path, note: str | None = None) -> P
                 if "formation_energy" in p.get("targets", {})
             ]
             if len(pts) > 1:
-                series.setdefault(n, []).append((label, pts))
+                series.setdefault(n, []).append((objective, proto, pts))
     if not series:
         return None
+    objectives = sorted({o for runs in series.values() for o, _, _ in runs}, key=lambda o: (o != "upstream", o))
+    colors = dict(zip(objectives, ["#e6550d", "#6baed6", "#08519c", "#31a354"], strict=False))
     plt = _plt()
-    fig, axes = plt.subplots(2, 3, figsize=(13, 6.5))
+    fig, axes = plt.subplots(2, 3, figsize=(13, 6.9))
     for ax, n in zip(axes.flat, range(1, 7), strict=False):
-        for label, pts in series.get(n, []):
-            run = R.runs.get(label)
-            proto = run.protocol if run else ("inductive" if "inductive" in label else "transductive")
+        for objective, proto, pts in series.get(n, []):
             ax.plot(
                 [p[0] for p in pts],
                 [p[1] for p in pts],
                 lw=1,
                 alpha=0.8,
-                color="#e6550d" if "upstream" in label else "#756bb1",
+                color=colors.get(objective, "#636363"),
                 **{"ls": PROTO_STYLE[proto]["ls"]} if proto in PROTO_STYLE else {},
             )
         ax.set_title(f"block {n}", fontsize=9)
@@ -486,14 +497,8 @@ def probe_curves(ssl_records: dict, R, path: Path, note: str | None = None) -> P
         ax.set_ylabel("probe RMSE, FE (eV/atom)")
     from matplotlib.lines import Line2D
 
-    axes.flat[0].legend(
-        [
-            Line2D([], [], color="#e6550d"),
-            Line2D([], [], color="#756bb1"),
-            Line2D([], [], color="grey", ls="-"),
-            Line2D([], [], color="grey", ls="--"),
-        ],
-        ["upstream preset", "fast preset", "transductive", "inductive"],
-        fontsize=6,
-    )
-    return _save(fig, path, note)
+    handles = [Line2D([], [], color=colors[o]) for o in objectives]
+    handles += [Line2D([], [], color="grey", ls=PROTO_STYLE[p]["ls"]) for p in ("transductive", "inductive")]
+    labels = [f"objective: {o}" for o in objectives] + ["transductive", "inductive"]
+    fig.legend(handles, labels, loc="lower center", ncol=len(labels), fontsize=8, frameon=False)
+    return _save(fig, path, note, rect=(0, 0.05, 1, 1))
