@@ -9,7 +9,7 @@ SSL files (ssl_split.json, normalizer.json, crystal_system.npz) in ``<root>/SSL`
     # 2 GPUs (DDP; --batch-size is per process)
     torchrun --nproc_per_node=2 benchmarks/bench_ssl.py --data PACK --out runs/bench_ddp --device cuda
     # 2-core CPU throughput (a few epochs are enough for samples/s)
-    python benchmarks/bench_ssl.py --data /work/cache/mp36k --out runs/mp36k_ssl --device cpu --threads 2 --epochs 2
+    python benchmarks/bench_ssl.py --data Data --out runs/mp36k_ssl --device cpu --threads 2 --epochs 2
 
 For every block it reports: samples/s (training steps only), mean epoch time (train + val),
 the time to upstream's epoch count (measured epochs when they ran, else the mean epoch time

@@ -202,7 +202,7 @@ def test_train_all_trains_assembles_and_skips_finished_blocks(tmp_path_factory, 
     assert first["table"]["tasks_run"] == 13
     md = (table_dir / P.MD_FILE).read_text()
     assert "of 13** tasks have test >= validation" in md
-    # a checkpoint brought back alone (e.g. from a GPU box) re-exports the same embeddings
+    # a checkpoint brought back alone (e.g. from a GPU machine) re-exports the same embeddings
     from ftcp.cli import main as ftcp_main
     from ftcp.ssl.export import load_embeddings
 

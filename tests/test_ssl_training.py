@@ -111,7 +111,7 @@ def test_max_samples_caps_training_but_exports_everything(root, tmp_path):
 
 
 def test_training_needs_no_pymatgen(root, tmp_path):
-    """GPU boxes have torch + numpy + tqdm only: training must not import pymatgen/spglib/matminer/sklearn."""
+    """A GPU machine may have only torch, numpy and tqdm: training must not import pymatgen/spglib/matminer/sklearn."""
     import subprocess
     import sys
     from pathlib import Path

@@ -10,7 +10,7 @@ uses for its own symmetry labels, and FTCP stores float32 coordinates whose roun
 below it.  Where spglib fails at 0.1 the class is retried at 0.01; a crystal that still fails
 is recorded as unknown (-1, excluded from the loss and the metrics) with the error.
 
-Training only *reads* the cache (numpy); computing it needs pymatgen, which GPU boxes may lack.
+Training only *reads* the cache (numpy); computing it needs pymatgen, which a GPU machine may lack.
 """
 from __future__ import annotations
 
