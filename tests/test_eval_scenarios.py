@@ -272,3 +272,16 @@ def test_scenario3_pairs_ssl_tables_on_the_same_base_models(store, tmp_path):
         for ra, rb in zip(a["results"][key]["runs"], b["results"][key]["runs"], strict=False):
             assert ra["base_test"] == rb["base_test"] and ra["base_oof"] == rb["base_oof"]
             assert ra["oof"]["residual_test"] != rb["oof"]["residual_test"]
+
+
+def test_the_mlp_over_xgboost_verdict_follows_the_intervals():
+    from ftcp.evaluation.report import _gain_ratio_verdict
+
+    def res(mlp, xgb, proto="inductive"):
+        ci = lambda m, lo, hi: {"summary": {"ssl_contribution": {"mean": m, "lo": lo, "hi": hi}}}  # noqa: E731
+        return {proto: {"results": {"mlp/1": ci(*mlp), "xgb/1": ci(*xgb)}}, "transductive": None}
+
+    assert _gain_ratio_verdict(res((0.05, -0.05, 0.15), (0.2, 0.17, 0.23))).startswith("not reproduced (inductive)")
+    assert _gain_ratio_verdict(res((0.06, 0.02, 0.1), (0.007, -0.01, 0.02))).startswith("reproduced in direction")
+    assert "not meaningful" in _gain_ratio_verdict(res((0.05, -0.05, 0.15), (0.01, -0.02, 0.04)))
+    assert _gain_ratio_verdict({"inductive": None, "transductive": None}) == "not run"
