@@ -1246,13 +1246,23 @@ def _figures(ctx, report_dir: Path, standin: bool, note) -> dict:
     )
     figs["s1_splits"] = plots.s1_splits(ctx["s1"], ctx["R"], pub, report_dir / "Scenario1_splits.png", note)
     figs["blocks"] = plots.block_probes(ctx["R"], report_dir / "Controls_block_probes.png", note)
+    # the scenario figures show the published run of each protocol (other runs are in the tables)
+    published = {run.label for run in pub.values() if run}
+
+    def shown(key) -> bool:
+        return not published or key[0] in published
+
     for t in sorted({k[1] for k in ctx["s2"]}, key=target_key):
         figs[("s2", t)] = plots.s2_figure(
-            {k: d for k, d in ctx["s2"].items() if k[1] == t}, paper, report_dir / f"Scenario2_{t}.png", standin, note
+            {k: d for k, d in ctx["s2"].items() if k[1] == t and shown(k)},
+            paper,
+            report_dir / f"Scenario2_{t}.png",
+            standin,
+            note,
         )
     for t in sorted({k[1] for k in ctx["s3"]}, key=target_key):
         figs[("s3", t)] = plots.s3_figure(
-            {k: d for k, d in ctx["s3"].items() if k[1] == t and k[2] == "sample_efficiency"},
+            {k: d for k, d in ctx["s3"].items() if k[1] == t and k[2] == "sample_efficiency" and shown(k)},
             paper,
             report_dir / f"Scenario3_{t}.png",
             standin,
