@@ -503,7 +503,8 @@ def _claims(ctx) -> list[str]:
                 v = ((res[p] or {}).get("results") or {}).get(f"{model}/1")
                 cells.append(_ci(v["summary"]["ssl_contribution"], pct=True) if v else "n/a")
             paper = 0.0577 if model == "mlp" else PAPER["s3.xgb.ssl_contribution"][0][1]
-            pv = ((res["inductive"] or res["transductive"] or {}).get("results") or {}).get(f"{model}/1")
+            pv = next((((res[p] or {}).get("results") or {}).get(f"{model}/1") for p in ("inductive", "transductive")
+                       if ((res[p] or {}).get("results") or {}).get(f"{model}/1")), None)
             verdict = _s3_verdict(pv["summary"]["ssl_contribution"] if pv else None, paper)
             L.append(
                 f"| S3 FE, 1 % labelled ({pool_name}): SSL residual model explains x % of the {label}'s residual "
@@ -1203,7 +1204,7 @@ def _coverage(ctx) -> list[str]:
         L.append(f"| S3 {t}, formula-group residual learning | {cells[0]} | {cells[1]} |")
     L += [
         "",
-        "Anything 'not run' above or with fewer seeds than the others was left out for lack of GPU time for this "
+        "Anything 'not run' above or with fewer seeds than the others was left out for lack of compute time for this "
         "report; the commands to run it are those of the neighbouring rows.",
         "",
     ]
