@@ -227,30 +227,41 @@ def s1_splits(s1: dict, R, pub: dict, path: Path, note: str | None = None) -> Pa
             key=lambda r: (r.protocol, r.seed or 0),
         )
         for run in runs + randoms[:1]:
-            vals = [
-                next(
-                    (
-                        r["test"]["rmse"]
-                        for r in (s1[(t, s)]["ssl"].get(run.label) or {}).get("rows", [])
-                        if r["features"] == "ssl" and r["model"] == "ols"
-                    ),
-                    None,
-                )
-                for s in splits
-            ]
-            style = dict(PROTO_STYLE.get(run.protocol, {}), color="#e6550d" if run.trained else "#fdae6b")
-            series.append((f"{_ssl_label(run)} OLS", vals, style))
+            for model, name, alpha in (("ridgecv", "RidgeCV", 1.0), ("ols", "OLS", 0.45)):
+                vals = [
+                    next(
+                        (
+                            r["test"]["rmse"]
+                            for r in (s1[(t, s)]["ssl"].get(run.label) or {}).get("rows", [])
+                            if r["features"] == "ssl" and r["model"] == model
+                        ),
+                        None,
+                    )
+                    for s in splits
+                ]
+                style = dict(PROTO_STYLE.get(run.protocol, {}), color="#e6550d" if run.trained else "#fdae6b",
+                             alpha=alpha)
+                if model == "ols":
+                    style["marker"] = "x"
+                series.append((f"{_ssl_label(run)} {name}", vals, style))
         for lab, vals, style in series:
             ax.plot(pct, [np.nan if v is None else v for v in vals], label=lab, **style)
+        finite = [v for _, vals, _ in series for v in vals if v is not None and np.isfinite(v) and v > 0]
+        # plain OLS on a near-collinear table can be 100x off: a log axis keeps the other lines readable
+        log_axis = bool(finite) and max(finite) / min(finite) > 20
         unit = next(
             (sl["base"] or next(iter(sl["ssl"].values()), {})).get("unit") for (tt, _), sl in s1.items() if tt == t
         )
         ax.set_xlabel("test share of the random split (%)")
         ax.set_ylabel(f"test RMSE ({unit or 'unitless'})")
         ax.set_xticks(pct)
-        ax.set_ylim(bottom=0)
+        if log_axis:
+            ax.set_yscale("log")
+            ax.set_ylabel(f"test RMSE ({unit or 'unitless'}, log scale)")
+        else:
+            ax.set_ylim(bottom=0)
         ax.set_title(_pretty_target(t), fontsize=9)
-        ax.legend(fontsize=7)
+        ax.legend(fontsize=6.5, ncol=2)
     return _save(fig, path, note)
 
 
