@@ -262,9 +262,15 @@ def test_debug_shows_the_traceback(matrix):
 
 # ---------------------------------------------------------------------------------------------
 # Ctrl-C: SIGINT to the whole process group, as a terminal sends it
+def _default_sigint() -> None:
+    # a test runner started in the background of a non-interactive shell inherits SIGINT ignored, and so would the
+    # command under test: give it the default disposition a terminal's Ctrl-C meets
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _interrupt_when(cmd, ready, timeout=90) -> subprocess.CompletedProcess:
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV, cwd=REPO,
-                            start_new_session=True)
+                            start_new_session=True, preexec_fn=_default_sigint)
     t0 = time.monotonic()
     try:
         while not ready():
