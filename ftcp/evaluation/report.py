@@ -72,6 +72,16 @@ def _boot(row: dict) -> str:
     return f"{v} [{_fmt(ci['lo'])}, {_fmt(ci['hi'])}]" if ci else v
 
 
+def _mean_sd(values) -> str:
+    """'mean' of one value, 'mean±sd' of several (3 significant digits): a compact table cell."""
+    v = [x for x in values if x is not None and math.isfinite(x)]
+    if not v:
+        return "n/a"
+    if len(v) == 1:
+        return _fmt(v[0], 3)
+    return f"{_fmt(float(np.mean(v)), 3)}±{float(np.std(v, ddof=1)):.1g}"
+
+
 def _spread(values) -> str:
     v = [x for x in values if x is not None and math.isfinite(x)]
     if not v:
@@ -794,9 +804,9 @@ def _controls(ctx, figs) -> list[str]:
         )
         L += [
             "Per block and leaving one block out (`ftcp probe`, random 90/10, RidgeCV test RMSE, FE eV/atom / BG eV; "
-            "mean over the runs of each kind). The OLS rows are in the same JSON: plain OLS fails on Block 3 of some "
-            "upstream-objective runs, whose Block 3 embedding has near-collinear columns, and on every table that "
-            "contains it:",
+            "mean±sd over the runs of each kind). The OLS rows are in the same JSON: plain OLS fails on Block 3 of "
+            "some upstream-objective runs, whose Block 3 embedding has near-collinear columns, and on every table "
+            "that contains it:",
             "",
         ]
         cols = ["all"] + [f"B{n}" for n in range(1, 7)] + [f"-B{n}" for n in range(1, 7)]
@@ -822,7 +832,7 @@ def _controls(ctx, figs) -> list[str]:
                     if r["columns"] == c and r["model"] == "ridgecv" and r["target"] == "band_gap"
                 ]
                 cells.append(
-                    f"{_fmt(float(np.mean(fe)), 3) if fe else 'n/a'} / {_fmt(float(np.mean(bg)), 3) if bg else 'n/a'}"
+                    f"{_mean_sd(fe)} / {_mean_sd(bg)}"
                 )
             L.append(f"| {kind}, {proto} | {len(ds)} | " + " | ".join(cells) + " |")
         L += [
