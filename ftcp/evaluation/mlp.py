@@ -14,7 +14,7 @@ Inputs that are constant over every row a model will ever see contribute nothing
 outputs.  :func:`restrict_inputs` drops them from the first layer *after* initialising it
 at full width, so the trained function is the one the full-width model would learn (same
 initial weights on the kept columns, same fan-in scaling), at a fraction of the cost.
-Only torch and numpy are imported here (no pymatgen/shap), so this runs on a GPU machine that has only torch and numpy.
+Only torch and numpy are imported here (no pymatgen/shap), so this runs where only those two are installed.
 """
 from __future__ import annotations
 

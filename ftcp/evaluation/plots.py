@@ -12,6 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .report_data import objective_name, probe_rmses
+
 PAPER_STYLE = dict(marker="D", facecolors="none", edgecolors="black", s=46, zorder=5, label="paper")
 
 
@@ -290,12 +292,7 @@ def block_probes(R, path: Path, note: str | None = None) -> Path | None:
             ds = groups[name]
             means, errs = [], []
             for c in cols:
-                v = [
-                    r["test"]["rmse"]
-                    for d in ds
-                    for r in d["rows"]
-                    if r["columns"] == c and r["model"] == "ridgecv" and r["target"] == t
-                ]
+                v = probe_rmses(ds, c, "ridgecv", t)
                 means.append(np.mean(v) if v else np.nan)
                 errs.append(np.std(v, ddof=1) if len(v) > 1 else 0.0)
             x = np.arange(len(cols)) + (k - (len(order) - 1) / 2) * width
@@ -465,12 +462,10 @@ def s3_figure(items: dict, paper: dict, path: Path, standin: bool, note: str | N
     return _save(fig, path, note)
 
 
-def probe_curves(ssl_records: dict, R, path: Path, note: str | None = None) -> Path | None:
+def probe_curves(ssl_records: dict, path: Path, note: str | None = None) -> Path | None:
     """The label probe of every full-data run over its training epochs, per block (formation energy):
     colour = objective, line style = protocol.  Runs trained on a capped subset are left out (their
     probe is not comparable)."""
-    from .report_data import objective_name
-
     series: dict[int, list] = {}
     for rec in ssl_records.values():
         run = rec.get("run") or {}

@@ -22,7 +22,7 @@ import numpy as np
 from . import plots
 from .metrics import t_interval
 from .paper import DESIGN_ANCHORS, PAPER
-from .report_data import Results, SSLRun, objective_name, split_key, target_key
+from .report_data import Results, SSLRun, objective_name, probe_rmses, split_key, target_key
 
 QUICK_NOTE = "**QUICK smoke run** (subsampled, few seeds) — not a benchmark"
 STANDIN_NOTE = (
@@ -819,20 +819,9 @@ def _controls(ctx, figs) -> list[str]:
         for (kind, proto), ds in sorted(groups.items(), key=lambda kv: (kv[0][0].startswith("random"), kv[0])):
             cells = []
             for c in cols:
-                fe = [
-                    r["test"]["rmse"]
-                    for d in ds
-                    for r in d["rows"]
-                    if r["columns"] == c and r["model"] == "ridgecv" and r["target"] == "formation_energy"
-                ]
-                bg = [
-                    r["test"]["rmse"]
-                    for d in ds
-                    for r in d["rows"]
-                    if r["columns"] == c and r["model"] == "ridgecv" and r["target"] == "band_gap"
-                ]
                 cells.append(
-                    f"{_mean_sd(fe)} / {_mean_sd(bg)}"
+                    f"{_mean_sd(probe_rmses(ds, c, 'ridgecv', 'formation_energy'))} / "
+                    f"{_mean_sd(probe_rmses(ds, c, 'ridgecv', 'band_gap'))}"
                 )
             L.append(f"| {kind}, {proto} | {len(ds)} | " + " | ".join(cells) + " |")
         L += [
@@ -1294,5 +1283,5 @@ def _figures(ctx, report_dir: Path, standin: bool, note) -> dict:
             standin,
             note,
         )
-    figs["probe_curves"] = plots.probe_curves(ctx["ssl"], ctx["R"], report_dir / "SSL_probe_over_training.png", note)
+    figs["probe_curves"] = plots.probe_curves(ctx["ssl"], report_dir / "SSL_probe_over_training.png", note)
     return figs

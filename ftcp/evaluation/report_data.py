@@ -79,6 +79,17 @@ def ssl_run_of(d: dict, weights: dict | None = None) -> SSLRun | None:
     )
 
 
+def probe_rmses(probes: list[dict], columns: str, model: str, target: str) -> list[float]:
+    """Test RMSE of one probe row (columns 'all', 'B3', '-B6', ...; model 'ols' or 'ridgecv') over several
+    ``ftcp probe`` results."""
+    return [
+        r["test"]["rmse"]
+        for d in probes
+        for r in d["rows"]
+        if r["columns"] == columns and r["model"] == model and r["target"] == target
+    ]
+
+
 def target_key(t: str):
     return (TARGET_ORDER.get(t, 2), t)
 
@@ -130,7 +141,13 @@ class Results:
         return sorted({r.protocol for r in self.runs.values() if r.trained}, key=lambda p: (order.get(p, 2), p))
 
     def ssl_records(self) -> dict[str, dict]:
-        """{run label: {"run", "features", "pretext", "blocks": {n: {"config", "metrics"}}}} from ``ssl/``."""
+        """{run label: {"run", "features", "pretext", "blocks": {n: {"config", "metrics"}}}} from ``ssl/``
+        (read once)."""
+        if getattr(self, "_ssl_records", None) is None:
+            self._ssl_records = self._read_ssl_records()
+        return self._ssl_records
+
+    def _read_ssl_records(self) -> dict[str, dict]:
         out = {}
         base = self.root / "ssl"
         for d in sorted(base.iterdir()) if base.is_dir() else []:
