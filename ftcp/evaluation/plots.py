@@ -105,7 +105,7 @@ def s1_pca_comparison(s1: dict, R, pub: dict, paper: dict, path: Path, note: str
         shown = [run for run in pub.values() if run]
         shown += sorted(
             {R.runs[lab] for lab in slot["ssl"] if lab in R.runs and not R.runs[lab].trained},
-            key=lambda r: (r.protocol, r.seed or 0),
+            key=lambda r: (r.protocol, r.seed or 0, r.label),
         )[:1]
         for run in shown:
             d = slot["ssl"].get(run.label)
@@ -226,7 +226,7 @@ def s1_splits(s1: dict, R, pub: dict, path: Path, note: str | None = None) -> Pa
                 for lab in slot["ssl"]
                 if lab in R.runs and not R.runs[lab].trained
             },
-            key=lambda r: (r.protocol, r.seed or 0),
+            key=lambda r: (r.protocol, r.seed or 0, r.label),
         )
         for run in runs + randoms[:1]:
             for model, name, alpha in (("ridgecv", "RidgeCV", 1.0), ("ols", "OLS", 0.45)):
